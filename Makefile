@@ -1,0 +1,66 @@
+# kmipfast: `make run` serves on the embedded defaults, `make test` runs every suite.
+# Both do all set-up on a fresh machine: system packages, virtualenv, release build.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DATA_DIR ?= $(if $(KMIPFAST_DATA_DIR),$(KMIPFAST_DATA_DIR),./kmipfast-data)
+LISTEN ?= 127.0.0.1:5696
+NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml Cargo.toml
+
+.PHONY: all setup sysdeps venv native run test test-rust test-python lint bench bench-codec clean
+
+all: setup
+
+setup: sysdeps venv native
+
+# SoftHSM2 is the HSM in development and tests (DESIGN §3).
+sysdeps:
+	@if ! command -v softhsm2-util >/dev/null 2>&1; then \
+	  echo "installing softhsm2 (Debian package)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq softhsm2 >/dev/null; \
+	fi
+
+venv: $(VENV)/.deps-stamp
+
+$(VENV)/.deps-stamp: pyproject.toml requirements-dev.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+native: $(VENV)/.native-stamp
+
+$(VENV)/.native-stamp: $(VENV)/.deps-stamp $(NATIVE_SRC)
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin develop --release --quiet 2>&1 | grep -v '^\s*$$' | tail -3
+	$(PY) -c "import kmipfast._native as n; print('native module', n.__version__, 'ok')"
+	@touch $@
+
+run: setup
+	$(VENV)/bin/kmipfast --data-dir "$(DATA_DIR)" init --if-new
+	$(VENV)/bin/kmipfast --data-dir "$(DATA_DIR)" serve --listen "$(LISTEN)"
+
+test: setup lint test-rust test-python
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check kmipfast tests loadtests
+
+test-rust:
+	cargo test --quiet --all-targets
+
+test-python:
+	$(VENV)/bin/pytest -q tests
+
+bench: setup
+	$(PY) loadtests/bench_codec.py
+
+bench-codec: bench
+
+clean:
+	rm -rf target $(VENV) kmipfast/*.so

@@ -1,0 +1,84 @@
+"""Wiring: from a validated :class:`~kmipfast.config.Config` to running parts.
+
+Shared by ``kmipfast serve`` and the administrative commands, so both open the store
+and the root keys the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kmipfast import _native
+from kmipfast.audit import AuditLog
+from kmipfast.config import Config, read_pin
+from kmipfast.errors import HsmError
+from kmipfast.keys import softhsm
+from kmipfast.keys.hierarchy import KeyHierarchy, RootKeys, SoftwareRoot
+from kmipfast.services import Services
+from kmipfast.store.base import Store, open_store
+from kmipfast.vault import Vault
+
+log = logging.getLogger("kmipfast")
+
+
+def open_root_keys(config: Config) -> RootKeys:
+    """The configured place of root keys: a PKCS#11 module, the SoftHSM2 token under the
+    data dir, or (development only) the software root."""
+    if config.hsm.software_root:
+        return SoftwareRoot(config.data_dir / "dev-root")
+    module = config.hsm_module_path
+    if module is None:
+        settings = softhsm.ensure_token(config.data_dir, config.hsm.token_label)
+        softhsm.activate(settings)
+        module_path = settings.module
+    else:
+        module_path = str(module)
+    pin = read_pin(config)
+    try:
+        return _native.Hsm.open(module_path, config.hsm.token_label, pin, config.hsm.max_sessions)
+    except HsmError as e:
+        raise HsmError(f"cannot open HSM token {config.hsm.token_label!r}: {e}") from None
+    finally:
+        pin[:] = bytes(len(pin))
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: Store
+    services: Services
+    executor: ThreadPoolExecutor
+
+
+@contextlib.asynccontextmanager
+async def runtime(config: Config, *, audit: bool = True) -> AsyncIterator[Runtime]:
+    """Opens store, HSM and audit log; closes them (store flushed) on exit."""
+    executor = ThreadPoolExecutor(
+        max_workers=max(2, config.hsm.max_sessions), thread_name_prefix="hsm"
+    )
+    store = open_store(
+        config.store.url, config.data_dir, group_commit_max=config.store.group_commit_max
+    )
+    await store.open()
+    audit_log = AuditLog(config.audit_path if audit else None)
+    try:
+        root = open_root_keys(config)
+        keys = KeyHierarchy(
+            root,
+            store,
+            executor,
+            hold_seconds=config.hsm.master_key_hold,
+            on_unseal=lambda tenant: audit_log.admin("master key unsealed", tenant=tenant),
+        )
+        services = Services(store=store, vault=Vault(store), keys=keys, audit=audit_log)
+        yield Runtime(config=config, store=store, services=services, executor=executor)
+    finally:
+        try:
+            await store.close()
+        finally:
+            audit_log.close()
+            executor.shutdown(wait=True)

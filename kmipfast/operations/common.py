@@ -1,0 +1,111 @@
+"""Pieces shared by the operation handlers: payloads, templates, server-set attributes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from kmipfast.protocol import attributes as attrs
+from kmipfast.protocol import ttlv
+from kmipfast.protocol.enums import ResultReason, State
+from kmipfast.protocol.errors import KmipError, invalid_field
+from kmipfast.protocol.processor import Context
+from kmipfast.protocol.tags import Tag
+from kmipfast.protocol.ttlv import Item
+from kmipfast.vault import ManagedObject
+
+T_RESPONSE_PAYLOAD = int(Tag.ResponsePayload)
+T_UNIQUE_IDENTIFIER = int(Tag.UniqueIdentifier)
+T_OBJECT_TYPE = int(Tag.ObjectType)
+T_TEMPLATE_ATTRIBUTE = int(Tag.TemplateAttribute)
+T_ATTRIBUTE = int(Tag.Attribute)
+T_NAME = int(Tag.Name)
+
+
+def payload(*children: Item | None) -> Item:
+    return ttlv.struct(T_RESPONSE_PAYLOAD, *children)
+
+
+def payload_of(children: Iterable[Item]) -> Item:
+    return ttlv.struct_of(T_RESPONSE_PAYLOAD, children)
+
+
+def uid_item(uid: str) -> Item:
+    return ttlv.text(T_UNIQUE_IDENTIFIER, uid)
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+def template_attributes(
+    container: Item | None, tag: int = T_TEMPLATE_ATTRIBUTE
+) -> list[attrs.AttributeArg]:
+    """The Attributes of a Template-Attribute structure (§2.1.8).  Named templates
+    (deprecated in 1.3) are not kept by this server."""
+    template = ttlv.find(container, tag)
+    if template is None:
+        return []
+    if ttlv.find(template, T_NAME) is not None:
+        raise KmipError(
+            ResultReason.ItemNotFound, "named templates are not supported; send the attributes"
+        )
+    return [attrs.parse_attribute(a) for a in ttlv.find_all(template, T_ATTRIBUTE)]
+
+
+def apply_attribute(obj: ManagedObject, arg: attrs.AttributeArg, what: str) -> int:
+    """Sets or adds one client-supplied attribute under the rules of ``what`` (init or
+    add); returns the index it landed at."""
+    rule = attrs.require(attrs.rule_for(arg.name), arg.name, what)
+    if arg.value is None:
+        raise invalid_field(f"attribute {arg.name!r} has no Attribute Value")
+    value = (attrs.T_VALUE, arg.value[1], arg.value[2])
+    present = obj.attributes.setdefault(arg.name, [])
+    if not rule.multi:
+        if present and what == "add":
+            raise KmipError(
+                ResultReason.PermissionDenied,
+                f"{arg.name!r} is single-instance and already set; use Modify Attribute",
+            )
+        present[:] = [value]
+        return 0
+    if value in present and what == "init":
+        return present.index(value)
+    present.append(value)
+    return len(present) - 1
+
+
+def new_object(ctx: Context, object_type: int, uid: str | None = None) -> ManagedObject:
+    """A fresh object in Pre-Active with the attributes the server always sets."""
+    uid = uid or new_uid()
+    obj = ManagedObject(
+        uid=uid,
+        tenant=ctx.tenant,
+        object_type=object_type,
+        state=State.PreActive,
+        key_blob=None,
+        meta={},
+        attributes={},
+        created=ctx.now,
+        updated=ctx.now,
+    )
+    obj.set("Unique Identifier", ttlv.TEXT_STRING, uid)
+    obj.set("Object Type", ttlv.ENUMERATION, object_type)
+    return obj
+
+
+def finish_new_object(
+    ctx: Context, obj: ManagedObject, client_args: list[attrs.AttributeArg]
+) -> None:
+    """Applies a template's attributes and the server-set dates and state."""
+    for arg in client_args:
+        if arg.name in ("Unique Identifier", "Object Type"):
+            continue  # ours to set; a client repeating them is harmless
+        apply_attribute(obj, arg, "init")
+    activation = obj.first("Activation Date")
+    obj.state = (
+        State.Active if activation is not None and activation <= ctx.now else State.PreActive
+    )
+    obj.set("State", ttlv.ENUMERATION, obj.state)
+    obj.set("Initial Date", ttlv.DATE_TIME, ctx.now)
+    obj.set("Last Change Date", ttlv.DATE_TIME, ctx.now)

@@ -1,0 +1,54 @@
+"""Get (KMIP 1.4 §4.11) and Check (§4.10).
+
+Result Reasons: Item Not Found (unknown uid, another tenant's, or key material
+destroyed), Key Format Type Not Supported, Key Compression Type Not Supported,
+Feature Not Supported (key wrapping on Get), Cryptographic Failure (root key gone,
+a sealed blob that fails its binding), General Failure (HSM unavailable).
+"""
+
+from __future__ import annotations
+
+from kmipfast.operations import common, objects
+from kmipfast.protocol import ttlv
+from kmipfast.protocol.enums import ResultReason
+from kmipfast.protocol.errors import KmipError
+from kmipfast.protocol.processor import Context
+from kmipfast.protocol.tags import Tag
+from kmipfast.protocol.ttlv import Item
+
+T_KEY_FORMAT_TYPE = int(Tag.KeyFormatType)
+T_KEY_COMPRESSION = int(Tag.KeyCompressionType)
+T_WRAPPING_SPEC = int(Tag.KeyWrappingSpecification)
+T_USAGE_MASK = int(Tag.CryptographicUsageMask)
+
+
+async def get(ctx: Context, payload: Item | None) -> Item:
+    """§4.11: the object with its key material, opened into the response natively."""
+    uid = ctx.uid_from(payload)
+    ctx.uid = uid
+    if ttlv.find(payload, T_WRAPPING_SPEC) is not None:
+        raise KmipError(ResultReason.FeatureNotSupported, "key wrapping on Get is not supported")
+    if ttlv.find(payload, T_KEY_COMPRESSION) is not None:
+        raise KmipError(
+            ResultReason.KeyCompressionTypeNotSupported, "key compression is not supported"
+        )
+    obj = await ctx.services.vault.fetch(ctx.tenant, uid)
+    master = await ctx.services.keys.master(ctx.tenant)
+    item = objects.object_item(obj, master, ttlv.value(payload, T_KEY_FORMAT_TYPE))
+    return common.payload(
+        ttlv.enum(common.T_OBJECT_TYPE, obj.object_type), common.uid_item(uid), item
+    )
+
+
+async def check(ctx: Context, payload: Item | None) -> Item:
+    """§4.10: the object exists and allows the usage asked about."""
+    uid = ctx.uid_from(payload)
+    ctx.uid = uid
+    obj = await ctx.services.vault.fetch(ctx.tenant, uid)
+    wanted = ttlv.value(payload, T_USAGE_MASK)
+    have = obj.first("Cryptographic Usage Mask")
+    if wanted is not None and have is not None and wanted & ~have:
+        raise KmipError(
+            ResultReason.IllegalOperation, "the object's usage mask does not allow that usage"
+        )
+    return common.payload(common.uid_item(uid))

@@ -1,0 +1,263 @@
+"""The batch loop: request bytes in, response bytes out (sans-IO).
+
+Theory of operation: a message is decoded once by the native codec, its header is
+checked, and each batch item is dispatched through the operation table with a fresh
+:class:`Context` (client, tenant, protocol version, ID Placeholder travel there, never
+on a shared object).  Failures become failed batch items in one place,
+:func:`outcome_of`; the Batch Error Continuation Option, the ID Placeholder and the
+Maximum Response Size are applied here, so handlers never see them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kmipfast import _native
+from kmipfast.errors import TtlvError
+from kmipfast.protocol import messages, ttlv
+from kmipfast.protocol.enums import (
+    BatchErrorContinuationOption,
+    Operation,
+    ResultReason,
+    ResultStatus,
+)
+from kmipfast.protocol.errors import KmipError
+from kmipfast.protocol.messages import RequestItem, ResponseItem
+from kmipfast.protocol.tags import Tag
+from kmipfast.protocol.ttlv import Item
+
+if TYPE_CHECKING:
+    from kmipfast.services import Services
+
+log = logging.getLogger("kmipfast.protocol")
+
+T_UNIQUE_IDENTIFIER = int(Tag.UniqueIdentifier)
+T_CRITICALITY = int(Tag.CriticalityIndicator)
+
+
+@dataclass(slots=True)
+class Session:
+    """Who is on the other end of a connection, decided once at the handshake."""
+
+    client: str
+    tenant: str
+    fingerprint: str
+    peer: str = ""
+
+
+@dataclass(slots=True)
+class Context:
+    """Per batch item state handed to a handler."""
+
+    session: Session
+    services: Services
+    version: tuple[int, int]
+    now: int
+    operation: int
+    placeholder: str | None = None
+    # Set by a handler to the uid it acted on, for the audit line and the placeholder.
+    uid: str | None = None
+    audit_extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tenant(self) -> str:
+        return self.session.tenant
+
+    def uid_from(self, payload: Item | None) -> str:
+        """The Unique Identifier of the request, or the ID Placeholder (§6.6 of 1.4)."""
+        uid = ttlv.value(payload, T_UNIQUE_IDENTIFIER)
+        if isinstance(uid, str):
+            return uid
+        if self.placeholder is not None:
+            return self.placeholder
+        raise KmipError(
+            ResultReason.InvalidField,
+            "Unique Identifier is missing and no ID Placeholder is set",
+        )
+
+
+Handler = Callable[[Context, Item | None], Awaitable[Item]]
+
+
+def outcome_of(exc: BaseException, item: RequestItem | None) -> ResponseItem:
+    """The single mapping from an exception to a failed batch item."""
+    if isinstance(exc, KmipError):
+        return messages.failure(item, exc.reason, exc.message)
+    incident = uuid.uuid4().hex[:12]
+    log.error("incident %s: unexpected error", incident, exc_info=exc)
+    return messages.failure(
+        item, ResultReason.GeneralFailure, f"internal error, incident {incident}"
+    )
+
+
+def sniff_version(data: bytes) -> tuple[int, int] | None:
+    """Protocol version of a message that failed to decode, read at the fixed offsets
+    every real client uses, so the error answer is in a version it can parse."""
+    if len(data) < 56 or data[24:28] != b"\x42\x00\x6a\x02" or data[40:44] != b"\x42\x00\x6b\x02":
+        return None
+    return (int.from_bytes(data[32:36], "big"), int.from_bytes(data[48:52], "big"))
+
+
+class Processor:
+    """Turns one request message into one response message."""
+
+    def __init__(
+        self,
+        services: Services,
+        dispatch: Mapping[int, Handler],
+        *,
+        max_message_size: int,
+        max_batch_items: int,
+        max_response_size: int,
+    ) -> None:
+        self.services = services
+        self.dispatch = dispatch
+        self.max_message_size = max_message_size
+        self.max_batch_items = max_batch_items
+        self.max_response_size = max_response_size
+
+    async def handle(self, session: Session, data: bytes) -> bytes:
+        now = int(time.time())
+        try:
+            tree = _native.decode(data, max_message_size=self.max_message_size)
+        except TtlvError as e:
+            version = messages.answer_version(sniff_version(data))
+            return self._encode(
+                version,
+                now,
+                [messages.failure(None, ResultReason.InvalidMessage, f"malformed TTLV: {e}")],
+            )
+        version = messages.answer_version(messages.read_version(tree))
+        try:
+            request = messages.parse_request(tree)
+        except KmipError as e:
+            return self._encode(version, now, [outcome_of(e, None)])
+        if len(request.items) > self.max_batch_items:
+            failure = messages.failure(
+                None,
+                ResultReason.InvalidMessage,
+                f"{len(request.items)} batch items; this server accepts at most "
+                f"{self.max_batch_items}",
+            )
+            return self._encode(version, now, [failure])
+        results = await self._run_batch(session, request, version, now)
+        limit = request.header.max_response_size or self.max_response_size
+        encoded = self._encode(version, now, results)
+        if len(encoded) > limit:
+            # §7.1 Maximum Response Size: payloads are dropped, the client is told why.
+            results = [
+                messages.failure(
+                    RequestItem(r.operation or 0, r.batch_id, None, None),
+                    ResultReason.ResponseTooLarge,
+                    f"response of {len(encoded)} bytes exceeds the maximum of {limit}",
+                )
+                if r.status == ResultStatus.Success
+                else r
+                for r in results
+            ]
+            encoded = self._encode(version, now, results)
+        return encoded
+
+    def _encode(self, version: tuple[int, int], now: int, items: list[ResponseItem]) -> bytes:
+        return _native.encode(messages.build_response(version, now, items))
+
+    async def _run_batch(
+        self,
+        session: Session,
+        request: messages.Request,
+        version: tuple[int, int],
+        now: int,
+    ) -> list[ResponseItem]:
+        results: list[ResponseItem] = []
+        placeholder: str | None = None
+        stop_on_error = request.header.error_option != BatchErrorContinuationOption.Continue
+        requested = request.header.version
+        for item in request.items:
+            ctx = Context(
+                session=session,
+                services=self.services,
+                version=version,
+                now=now,
+                operation=item.operation,
+                placeholder=placeholder,
+            )
+            result = await self._run_item(ctx, item, requested)
+            results.append(result)
+            self.services.audit.operation(ctx, result)
+            if result.status != ResultStatus.Success:
+                if stop_on_error:
+                    break
+                continue
+            if ctx.uid is not None and item.operation in PLACEHOLDER_SETTERS:
+                placeholder = ctx.uid
+        return results
+
+    async def _run_item(
+        self, ctx: Context, item: RequestItem, requested: tuple[int, int]
+    ) -> ResponseItem:
+        if requested[0] != 1 and item.operation != Operation.DiscoverVersions:
+            return messages.failure(
+                item,
+                ResultReason.InvalidMessage,
+                f"protocol version {requested[0]}.{requested[1]} is not supported; "
+                "this server speaks KMIP 1.0 to 1.4",
+            )
+        if item.extension is not None and ttlv.value(item.extension, T_CRITICALITY) is True:
+            # §6.16: an extension the server does not understand and that is marked
+            # critical fails the item.
+            return messages.failure(
+                item,
+                ResultReason.FeatureNotSupported,
+                "critical message extension not supported",
+            )
+        handler = self.dispatch.get(item.operation)
+        if handler is None:
+            return messages.failure(
+                item,
+                ResultReason.OperationNotSupported,
+                f"operation {_op_name(item.operation)} is not supported by this server",
+            )
+        try:
+            payload = await handler(ctx, item.payload)
+        except Exception as exc:  # the one place that maps errors to results
+            return outcome_of(exc, item)
+        return ResponseItem(operation=item.operation, batch_id=item.batch_id, payload=payload)
+
+
+# Operations whose result becomes the ID Placeholder for later items (§6.6).
+PLACEHOLDER_SETTERS = frozenset(
+    {
+        Operation.Create,
+        Operation.CreateKeyPair,
+        Operation.Register,
+        Operation.ReKey,
+        Operation.ReKeyKeyPair,
+        Operation.DeriveKey,
+        Operation.Certify,
+        Operation.ReCertify,
+        Operation.Locate,
+        Operation.Check,
+        Operation.Get,
+        Operation.GetAttributes,
+        Operation.GetAttributeList,
+        Operation.AddAttribute,
+        Operation.ModifyAttribute,
+        Operation.DeleteAttribute,
+        Operation.Activate,
+        Operation.Revoke,
+        Operation.ObtainLease,
+        Operation.GetUsageAllocation,
+    }
+)
+
+
+def _op_name(op: int) -> str:
+    try:
+        return Operation(op).name
+    except ValueError:
+        return f"0x{op:08X}"

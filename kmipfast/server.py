@@ -1,0 +1,386 @@
+"""Transport: TLS contexts, the per-connection ``asyncio.Protocol``, limits, shutdown.
+
+Theory of operation: uvloop terminates TLS (OpenSSL) and calls ``connection_made``
+once the handshake is done; the client certificate is checked against the allow-list
+there.  ``data_received`` appends to a receive buffer read through an offset (O(n)
+framing), and for each complete message — its 8-byte header checked against
+``max_message_size`` before the body is buffered — hands the bytes to the
+:class:`~kmipfast.protocol.processor.Processor`, which knows nothing of sockets.
+Messages of one connection are answered in order by one task per burst.  Reading
+pauses while the transport's write buffer is above its high-water mark or too many
+messages wait.  Framing that is broken closes the connection; everything else gets a
+KMIP answer.
+
+The allow-list can change while running: a new ``SSLContext`` (trusting the current
+certificates) is swapped into each new connection from the SNI callback, which
+OpenSSL calls for every ClientHello, with or without a server name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmipfast import _native
+from kmipfast.audit import AuditLog
+from kmipfast.auth import AllowList
+from kmipfast.config import Config
+from kmipfast.errors import TtlvError
+from kmipfast.protocol.processor import Processor, Session
+
+log = logging.getLogger("kmipfast.server")
+
+MAX_QUEUED_MESSAGES = 16
+WRITE_HIGH_WATER = 256 * 1024
+
+# TLS 1.2 suites: forward-secret ECDHE first, then the RSA key-exchange suites real
+# vCenter 7 negotiated (AES128-SHA256), kept for clients that ask for nothing else.
+TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA256",
+        "ECDHE-RSA-AES128-SHA256",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA256",
+        "AES256-SHA256",
+        "AES128-SHA",
+        "AES256-SHA",
+    ]
+)
+
+
+def build_ssl_context(config: Config, trusted: list[bytes]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if config.server.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    ctx.load_cert_chain(config.server_cert_path, config.server_key_path)
+    rsa_cert = config.server_cert_path.with_name("server-rsa.crt")
+    rsa_key = config.server_key_path.with_name("server-rsa.key")
+    if rsa_cert.exists() and rsa_key.exists():
+        # A second, RSA certificate so RSA-key-exchange-only clients can connect.
+        ctx.load_cert_chain(rsa_cert, rsa_key)
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=str(config.ca_cert_path))
+    if trusted:
+        ctx.load_verify_locations(cadata=b"\n".join(trusted).decode())
+    # Allowed client certificates are trust anchors themselves (self-signed, or
+    # issued by a CA we don't otherwise trust); the fingerprint check decides.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+@dataclass
+class ServerState:
+    """Connections and tasks that graceful shutdown drains."""
+
+    connections: set[KmipProtocol] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    accepting: bool = True
+
+
+class KmipProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_buf",
+        "_busy",
+        "_idle",
+        "_paused",
+        "_pending",
+        "_pos",
+        "_write_paused",
+        "server",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, server: KmipServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self._buf = bytearray()
+        self._pos = 0
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._busy = False
+        self._paused = False
+        self._write_paused = False
+        self._idle: asyncio.TimerHandle | None = None
+
+    # -- connection ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's SSL transport
+        srv = self.server
+        peer = _peer(transport)
+        if not srv.state.accepting or len(srv.state.connections) >= srv.config.limits.max_sessions:
+            log.warning("refusing %s: session limit reached", peer)
+            transport.abort()
+            return
+        sslobj = transport.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        verdict = srv.allow.identify(der)
+        if verdict.client is None:
+            ident = verdict.identity
+            srv.refused(
+                verdict.reason,
+                peer=peer,
+                fingerprint=ident.fingerprint if ident else None,
+                subject=ident.subject if ident else None,
+            )
+            transport.abort()
+            return
+        assert verdict.identity is not None
+        self.session = Session(
+            client=verdict.client.name,
+            tenant=verdict.client.tenant,
+            fingerprint=verdict.identity.fingerprint,
+            peer=peer,
+        )
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        srv.state.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.state.connections.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        self._pending.clear()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        timeout = self.server.config.limits.idle_timeout
+        self._idle = asyncio.get_running_loop().call_later(timeout, self._on_idle)
+
+    def _on_idle(self) -> None:
+        if self._busy or self._pending:
+            self._arm_idle()
+            return
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- framing ------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.session is None:
+            return
+        self._buf += data
+        limit = self.server.config.limits.max_message_size
+        while True:
+            avail = len(self._buf) - self._pos
+            if avail < 8:
+                break
+            try:
+                total = _native.frame_length(
+                    memoryview(self._buf)[self._pos : self._pos + 8], limit
+                )
+            except TtlvError as e:
+                # Framing is broken: nothing after it can be trusted.
+                log.warning("closing %s: %s", self.session.peer, e)
+                self._abort()
+                return
+            assert total is not None
+            if avail < total:
+                break
+            self._pending.append(bytes(self._buf[self._pos : self._pos + total]))
+            self._pos += total
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif self._pos > 65536:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._after_frames()
+
+    def _after_frames(self) -> None:
+        if self._pending:
+            self._arm_idle()
+            if not self._busy:
+                self._busy = True
+                task = asyncio.ensure_future(self._drain())
+                self.server.state.tasks.add(task)
+                task.add_done_callback(self.server.state.tasks.discard)
+            if len(self._pending) >= MAX_QUEUED_MESSAGES:
+                self._pause()
+
+    def _abort(self) -> None:
+        self._pending.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def _drain(self) -> None:
+        processor = self.server.processor
+        assert self.session is not None
+        try:
+            while self._pending:
+                message = self._pending.popleft()
+                response = await processor.handle(self.session, message)
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    return
+                transport.write(response)
+                if self._paused and len(self._pending) < MAX_QUEUED_MESSAGES // 2:
+                    self._resume()
+        except Exception:
+            log.exception("connection %s failed", self.session.peer)
+            self._abort()
+        finally:
+            self._busy = False
+
+    # -- flow control ---------------------------------------------------------------
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and not self._write_paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if len(self._pending) < MAX_QUEUED_MESSAGES:
+            self._resume()
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+class KmipServer:
+    """Binds the listener, keeps the allow-list and TLS context current, shuts down."""
+
+    def __init__(
+        self,
+        config: Config,
+        processor: Processor,
+        allow: AllowList,
+        audit: AuditLog,
+        *,
+        on_ready: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.processor = processor
+        self.allow = allow
+        self.audit = audit
+        self.on_ready = on_ready
+        self.state = ServerState()
+        self._context: ssl.SSLContext | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._stop = asyncio.Event()
+
+    def refused(self, reason: str, **fields: Any) -> None:
+        log.warning(
+            "refused client %s: %s (fingerprint %s, subject %s)",
+            fields.get("peer"),
+            reason,
+            fields.get("fingerprint"),
+            fields.get("subject"),
+        )
+        self.audit.refusal(reason, **fields)
+
+    def _swap_context(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        current = self._context
+        if current is not None and current is not ctx:
+            sslobj.context = current
+
+    async def _refresh_allow_list(self, force: bool = False) -> None:
+        changed = await self.allow.reload_if_changed()
+        if not (changed or force):
+            return
+        self._context = build_ssl_context(self.config, self.allow.trusted_pems())
+        allowed = self.allow.by_fingerprint
+        for conn in list(self.state.connections):
+            sess = conn.session
+            if sess is not None and sess.fingerprint not in allowed:
+                log.info("closing session of removed client %s (%s)", sess.client, sess.peer)
+                self.audit.refusal("removed while connected", peer=sess.peer, client=sess.client)
+                conn.close()
+
+    async def _watch_allow_list(self) -> None:
+        interval = self.config.clients.reload_interval
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            try:
+                await self._refresh_allow_list()
+            except Exception:
+                log.exception("allow-list reload failed; keeping the previous one")
+
+    def _exception_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
+            # A refused or broken handshake: one line for the operator, no traceback.
+            transport = context.get("transport")
+            peer = _peer(transport) if transport is not None else "?"
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            self.refused(f"TLS handshake failed: {reason}", peer=peer)
+            return
+        loop.default_exception_handler(context)
+
+    async def serve(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._exception_handler)
+        await self._refresh_allow_list(force=True)
+        assert self._context is not None
+        base = build_ssl_context(self.config, self.allow.trusted_pems())
+        base.sni_callback = self._swap_context
+        self._server = await loop.create_server(
+            lambda: KmipProtocol(self),
+            host,
+            port,
+            ssl=base,
+            ssl_handshake_timeout=self.config.limits.handshake_timeout,
+            backlog=4096,
+            reuse_address=True,
+        )
+        sock = self._server.sockets[0].getsockname()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        if self.on_ready is not None:
+            self.on_ready(sock[0], sock[1])
+        watcher = asyncio.ensure_future(self._watch_allow_list())
+        await self._stop.wait()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _shutdown(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish, then close sessions."""
+        log.info("shutting down: %d sessions open", len(self.state.connections))
+        self.state.accepting = False
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while self.state.tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self.state.tasks), timeout=max(0.0, deadline - time.monotonic()))
+        for conn in list(self.state.connections):
+            conn.close()

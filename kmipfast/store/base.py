@@ -1,0 +1,245 @@
+"""The object store interface, backend-neutral (SQLite now, PostgreSQL later).
+
+The store never sees plaintext key material: ``key_blob`` is the object key
+wrapped by the tenant master key and ``sealed_master_key`` is the tenant
+master key wrapped by the HSM root key.  Attribute values are the canonical
+TTLV bytes of each AttributeValue; the store compares them byte for byte
+(Locate) and never decodes them.
+
+Contract shared by every backend:
+
+- Every write is durable (committed and flushed to stable storage) before its
+  coroutine returns.  Backends may group concurrent writes into one
+  transaction, but a failing write fails only its own caller.
+- Reads never run on the event loop thread.
+- Objects are scoped by tenant: asking for another tenant's uid answers
+  ``None``, exactly as if it did not exist (no existence oracle).
+- When a write removes or replaces wrapped key bytes (Destroy, delete,
+  re-wrap, shred), the old bytes are overwritten on disk, not just unlinked,
+  before that write's coroutine returns.
+- ``data_version()`` is a cheap counter that grows with every change to
+  clients or tenants, made in the same transaction, so that a server (or
+  another node) can poll it to reload its allow-list.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (I/O, closed store, bad input)."""
+
+
+class StoreConflict(StoreError):
+    """A uniqueness or optimistic-concurrency check failed; re-read and retry."""
+
+
+@dataclass(slots=True)
+class ObjectRecord:
+    """One managed object as stored: wrapped material, opaque metadata, attributes."""
+
+    uid: str
+    tenant: str
+    object_type: int
+    state: int
+    # Wrapped key material (opaque); None for objects without material and
+    # after Destroy.  Kept out of repr so it never reaches a log line.
+    key_blob: bytes | None = field(repr=False)
+    # Opaque TTLV bytes describing the key block minus the material.
+    key_meta: bytes = field(repr=False)
+    # Attribute name -> instances (canonical TTLV of each AttributeValue);
+    # list order is the KMIP attribute index.
+    attributes: dict[str, list[bytes]] = field(repr=False)
+    created: int  # POSIX seconds
+    updated: int  # POSIX seconds
+    # Optimistic concurrency counter; the store sets it to expected+1 on update.
+    version: int
+
+
+@dataclass(slots=True)
+class TenantRecord:
+    name: str
+    root_label: str  # label of the tenant's root key in the HSM
+    sealed_master_key: bytes | None = field(repr=False)  # TMK wrapped by the root key
+    master_key_version: int
+    created: int
+    rotated: int | None
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    name: str
+    tenant: str
+    fingerprint: str | None  # certificate fingerprint, for per-certificate rules
+    subject: str | None
+    issuer: str | None
+    not_after: int | None
+    created: int
+    ca_rule: str | None = None  # subject pattern, for CA + subject rules
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters for metrics and tests; only the store's writer updates them."""
+
+    commits: int = 0  # write transactions committed
+    ops: int = 0  # write operations that succeeded
+    failed_ops: int = 0  # write operations that failed (conflicts included)
+    max_batch: int = 0  # most operations seen in one transaction
+    scrubs: int = 0  # checkpoints run to overwrite removed key bytes
+
+
+class Store(abc.ABC):
+    """Async object, tenant and client store.  Use ``async with store:`` or open()/close()."""
+
+    stats: StoreStats
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, create or migrate the schema."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish every queued write, make removed bytes unrecoverable, disconnect."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- objects --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_object(self, rec: ObjectRecord) -> None:
+        """Insert a new object; durable on return.  Existing uid -> StoreConflict,
+        unknown tenant -> StoreError."""
+
+    @abc.abstractmethod
+    async def get_object(self, tenant: str, uid: str) -> ObjectRecord | None:
+        """The object, or None if it does not exist or belongs to another tenant."""
+
+    @abc.abstractmethod
+    async def update_object(self, rec: ObjectRecord, expected_version: int) -> None:
+        """Overwrite every column and the attribute set of ``rec.uid``.
+
+        Fails with StoreConflict unless the stored row belongs to ``rec.tenant``
+        and has version ``expected_version``.  On success the stored version
+        (and ``rec.version``) becomes ``expected_version + 1``.  If the stored
+        key_blob is cleared or replaced, the old bytes are overwritten on disk
+        before this returns.
+        """
+
+    @abc.abstractmethod
+    async def destroy_object(self, rec: ObjectRecord, expected_version: int) -> None:
+        """``update_object`` with the key material removed (``rec.key_blob`` is set
+        to None): the row and its attributes stay, the wrapped bytes are gone from
+        the database files when this returns."""
+
+    @abc.abstractmethod
+    async def delete_object(self, tenant: str, uid: str) -> bool:
+        """Remove the row and its attributes; False if there was no such object."""
+
+    @abc.abstractmethod
+    async def locate(
+        self,
+        tenant: str,
+        *,
+        object_type: int | None = None,
+        states: Sequence[int] | None = None,
+        attr_equals: Sequence[tuple[str, bytes]] = (),
+        max_items: int | None = None,
+        offset: int = 0,
+    ) -> list[str]:
+        """Uids of the tenant's objects matching every filter, newest first.
+
+        ``attr_equals`` pairs match when the object has an instance of that
+        attribute whose canonical bytes are equal.  Filtering is done by the
+        database, not in Python.
+        """
+
+    @abc.abstractmethod
+    def list_objects(self, tenant: str | None = None) -> AsyncIterator[ObjectRecord]:
+        """Every object (of one tenant, or all), oldest first, fetched in pages."""
+
+    @abc.abstractmethod
+    async def count_objects(self, tenant: str) -> dict[int, int]:
+        """State -> number of the tenant's objects in that state."""
+
+    # -- tenants --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_tenant(self, rec: TenantRecord) -> None:
+        """Existing name -> StoreConflict."""
+
+    @abc.abstractmethod
+    async def get_tenant(self, name: str) -> TenantRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_tenants(self) -> list[TenantRecord]: ...
+
+    @abc.abstractmethod
+    async def update_tenant(self, rec: TenantRecord) -> None:
+        """Overwrite the tenant row; unknown name -> StoreError.  A replaced or
+        cleared sealed master key is overwritten on disk before this returns."""
+
+    # -- clients (the allow-list) ----------------------------------------------
+
+    @abc.abstractmethod
+    async def put_client(self, rec: ClientRecord) -> None:
+        """Insert or replace by name.  Fingerprint already used by another
+        client -> StoreConflict; unknown tenant -> StoreError."""
+
+    @abc.abstractmethod
+    async def remove_client(self, name: str) -> bool:
+        """False if there was no such client."""
+
+    @abc.abstractmethod
+    async def get_client(self, name: str) -> ClientRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_clients(self, tenant: str | None = None) -> list[ClientRecord]: ...
+
+    @abc.abstractmethod
+    async def get_client_by_fingerprint(self, fingerprint: str) -> ClientRecord | None: ...
+
+    @abc.abstractmethod
+    async def data_version(self) -> int:
+        """Counter bumped in the same transaction as every client or tenant change."""
+
+
+def open_store(url: str, data_dir: Path, **options: int) -> Store:
+    """Build (not open) the store named by ``url``.
+
+    ``sqlite:///name.sqlite3`` is relative to ``data_dir``;
+    ``sqlite:////abs/path.sqlite3`` is absolute.  ``options`` go to the
+    backend (for SQLite: ``group_commit_max``, ``readers``, ``busy_timeout_ms``).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreError(f"store url {url!r} has no scheme (expected sqlite:///file)")
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise StoreError(f"sqlite url {url!r} must look like sqlite:///file.sqlite3")
+        if rest[1:].startswith(":memory:"):
+            raise StoreError("an in-memory SQLite store cannot be durable")
+        path = Path(rest[1:])
+        if not path.is_absolute():
+            path = data_dir / path
+        from kmipfast.store.sqlite import SqliteStore
+
+        return SqliteStore(path, **options)
+    if scheme in ("postgres", "postgresql"):
+        raise StoreError("the PostgreSQL store is not implemented yet")
+    raise StoreError(f"unknown store scheme {scheme!r}")

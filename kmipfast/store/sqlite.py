@@ -1,0 +1,792 @@
+"""SQLite store: one writer thread doing group commit, a small pool of readers.
+
+Theory of operation
+-------------------
+Durability costs one fsync per transaction (WAL + ``synchronous=FULL``), so
+writes are grouped.  Every write is a closure ``fn(conn) -> (result, scrub)``
+put on a queue together with the caller's asyncio future.  One dedicated
+thread owns the only writing connection; it blocks for the first queued
+write, takes whatever else is queued (up to ``group_commit_max``), runs them
+all in one ``BEGIN IMMEDIATE`` transaction, each inside its own SAVEPOINT so a
+failing write (a conflict, say) is rolled back alone, then COMMITs once and
+resolves every caller's future through ``loop.call_soon_threadsafe``.  While
+one batch is being fsynced the next one queues up, so the fsync rate, not the
+write rate, bounds throughput.
+
+Reads run on a thread pool, each thread with its own connection set to
+``query_only``; WAL lets them proceed while the writer commits.  Nothing here
+runs SQLite on the event loop thread.
+
+Destroy means gone: ``secure_delete=ON`` makes SQLite zero the space a
+removed blob occupied in the page it rewrites, but the WAL still holds older
+frames of that page (with the blob) and the main file still holds the old page
+until a checkpoint copies the new one over it.  So after a batch that removed
+or replaced wrapped key bytes, the writer runs ``wal_checkpoint(TRUNCATE)``:
+it copies the scrubbed pages into the main file and truncates the WAL to zero
+bytes.  Callers of such writes are answered only after that checkpoint.
+(Blocks the filesystem freed are outside SQLite's reach; full-disk encryption
+covers those.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kmipfast.store.base import (
+    ClientRecord,
+    ObjectRecord,
+    Store,
+    StoreConflict,
+    StoreError,
+    StoreStats,
+    TenantRecord,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A write: runs inside the writer's transaction, returns (result, scrub) where
+# scrub says the write removed wrapped key bytes that must be overwritten on disk.
+WriteFn = Callable[[sqlite3.Connection], tuple[Any, bool]]
+
+# Versioned migrations, applied in order in one transaction at open.  Never
+# edit a released entry: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        root_label TEXT NOT NULL,
+        sealed_master_key BLOB,
+        master_key_version INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        rotated INTEGER
+    ) STRICT;
+    CREATE TABLE clients (
+        name TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(name),
+        fingerprint TEXT UNIQUE,
+        subject TEXT,
+        issuer TEXT,
+        not_after INTEGER,
+        created INTEGER NOT NULL,
+        ca_rule TEXT
+    ) STRICT;
+    CREATE INDEX clients_tenant ON clients(tenant);
+    -- "Newest first" is (created, rowid) descending; PostgreSQL uses a
+    -- bigserial column where SQLite has the rowid.
+    CREATE TABLE objects (
+        uid TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL REFERENCES tenants(name),
+        object_type INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        key_blob BLOB,
+        key_meta BLOB NOT NULL,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        version INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX objects_tenant_created ON objects(tenant, created);
+    CREATE TABLE attributes (
+        uid TEXT NOT NULL REFERENCES objects(uid) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (uid, name, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX attributes_name_value ON attributes(name, value);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+    INSERT INTO meta (key, value) VALUES ('data_version', 0);
+    """,
+)
+
+# Column lists in record field order (ObjectRecord's attributes live in their own table).
+_OBJECT_FIELDS = ("uid", "tenant", "object_type", "state", "key_blob", "key_meta", "created",
+                  "updated", "version")  # fmt: skip
+_TENANT_FIELDS = ("name", "root_label", "sealed_master_key", "master_key_version", "created",
+                  "rotated")  # fmt: skip
+_CLIENT_FIELDS = ("name", "tenant", "fingerprint", "subject", "issuer", "not_after", "created",
+                  "ca_rule")  # fmt: skip
+_OBJECT_COLUMNS = ", ".join(_OBJECT_FIELDS)
+_TENANT_COLUMNS = ", ".join(_TENANT_FIELDS)
+_CLIENT_COLUMNS = ", ".join(_CLIENT_FIELDS)
+_BUMP_DATA_VERSION = "UPDATE meta SET value = value + 1 WHERE key = 'data_version'"
+_PAGE = 500  # rows per page in list_objects
+
+
+@dataclass(slots=True)
+class _Write:
+    fn: WriteFn
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()  # queue sentinel: finish what is queued, checkpoint, exit
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would COMMIT first)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise StoreError("migration script ends with an incomplete statement")
+    return out
+
+
+def _constraint_error(exc: sqlite3.IntegrityError, what: str) -> StoreError:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_CONSTRAINT_FOREIGNKEY":
+        return StoreError(f"{what}: unknown tenant")
+    if name in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
+        return StoreConflict(f"{what}: already exists")
+    return StoreError(f"{what}: {exc}")
+
+
+# -- write operations (run on the writer thread) -------------------------------
+
+
+def _insert_attributes(conn: sqlite3.Connection, rec: ObjectRecord) -> None:
+    conn.executemany(
+        "INSERT INTO attributes (uid, name, idx, value) VALUES (?, ?, ?, ?)",
+        [
+            (rec.uid, name, idx, value)
+            for name, values in rec.attributes.items()
+            for idx, value in enumerate(values)
+        ],
+    )
+
+
+def _row(rec: object, fields: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(getattr(rec, name) for name in fields)
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _create_object(rec: ObjectRecord) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
+        try:
+            conn.execute(
+                f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({_placeholders(9)})",
+                _row(rec, _OBJECT_FIELDS),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise _constraint_error(exc, f"object {rec.uid}") from None
+        _insert_attributes(conn, rec)
+        return None, False
+
+    return fn
+
+
+def _update_object(rec: ObjectRecord, expected_version: int) -> WriteFn:
+    # uid and tenant are the row's identity, never rewritten.
+    row = (*_row(rec, _OBJECT_FIELDS)[2:-1], expected_version + 1, rec.uid)
+
+    def fn(conn: sqlite3.Connection) -> tuple[int, bool]:
+        old = conn.execute(
+            "SELECT version, key_blob FROM objects WHERE uid = ? AND tenant = ?",
+            (rec.uid, rec.tenant),
+        ).fetchone()
+        if old is None:
+            raise StoreConflict(f"object {rec.uid} no longer exists")
+        if old[0] != expected_version:
+            raise StoreConflict(
+                f"object {rec.uid} changed (version {old[0]}, expected {expected_version})"
+            )
+        conn.execute(
+            "UPDATE objects SET object_type = ?, state = ?, key_blob = ?, key_meta = ?,"
+            " created = ?, updated = ?, version = ? WHERE uid = ?",
+            row,
+        )
+        conn.execute("DELETE FROM attributes WHERE uid = ?", (rec.uid,))
+        _insert_attributes(conn, rec)
+        return expected_version + 1, old[1] is not None and old[1] != rec.key_blob
+
+    return fn
+
+
+def _delete_object(tenant: str, uid: str) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[bool, bool]:
+        row = conn.execute(
+            "DELETE FROM objects WHERE uid = ? AND tenant = ? RETURNING key_blob IS NOT NULL",
+            (uid, tenant),
+        ).fetchone()
+        return row is not None, bool(row and row[0])
+
+    return fn
+
+
+def _create_tenant(rec: TenantRecord) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
+        try:
+            conn.execute(
+                f"INSERT INTO tenants ({_TENANT_COLUMNS}) VALUES ({_placeholders(6)})",
+                _row(rec, _TENANT_FIELDS),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise _constraint_error(exc, f"tenant {rec.name}") from None
+        conn.execute(_BUMP_DATA_VERSION)
+        return None, False
+
+    return fn
+
+
+def _update_tenant(rec: TenantRecord) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
+        old = conn.execute(
+            "SELECT sealed_master_key FROM tenants WHERE name = ?", (rec.name,)
+        ).fetchone()
+        if old is None:
+            raise StoreError(f"tenant {rec.name} does not exist")
+        conn.execute(
+            "UPDATE tenants SET root_label = ?, sealed_master_key = ?, master_key_version = ?,"
+            " created = ?, rotated = ? WHERE name = ?",
+            (*_row(rec, _TENANT_FIELDS)[1:], rec.name),
+        )
+        conn.execute(_BUMP_DATA_VERSION)
+        return None, old[0] is not None and old[0] != rec.sealed_master_key
+
+    return fn
+
+
+def _put_client(rec: ClientRecord) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
+        try:
+            conn.execute(
+                f"INSERT INTO clients ({_CLIENT_COLUMNS}) VALUES ({_placeholders(8)})"
+                " ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant,"
+                " fingerprint = excluded.fingerprint, subject = excluded.subject,"
+                " issuer = excluded.issuer, not_after = excluded.not_after,"
+                " created = excluded.created, ca_rule = excluded.ca_rule",
+                _row(rec, _CLIENT_FIELDS),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise _constraint_error(exc, f"client {rec.name}") from None
+        conn.execute(_BUMP_DATA_VERSION)
+        return None, False
+
+    return fn
+
+
+def _remove_client(name: str) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[bool, bool]:
+        if conn.execute("DELETE FROM clients WHERE name = ?", (name,)).rowcount == 0:
+            return False, False
+        conn.execute(_BUMP_DATA_VERSION)
+        return True, False
+
+    return fn
+
+
+# -- row decoding (run on reader threads) -------------------------------------
+
+
+def _attributes_of(
+    conn: sqlite3.Connection, uids: Sequence[str]
+) -> dict[str, dict[str, list[bytes]]]:
+    out: dict[str, dict[str, list[bytes]]] = {uid: {} for uid in uids}
+    if not uids:
+        return out
+    marks = ",".join("?" * len(uids))
+    rows = conn.execute(
+        f"SELECT uid, name, value FROM attributes WHERE uid IN ({marks}) ORDER BY uid, name, idx",
+        tuple(uids),
+    ).fetchall()
+    for uid, name, value in rows:
+        out[uid].setdefault(name, []).append(value)
+    return out
+
+
+def _objects_from_rows(conn: sqlite3.Connection, rows: list[Any]) -> list[ObjectRecord]:
+    attrs = _attributes_of(conn, [row[0] for row in rows])
+    return [
+        ObjectRecord(
+            row[0], row[1], row[2], row[3], row[4], row[5], attrs[row[0]], row[6], row[7], row[8]
+        )
+        for row in rows
+    ]
+
+
+class SqliteStore(Store):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        group_commit_max: int = 256,
+        readers: int = 2,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        if group_commit_max < 1 or readers < 1 or busy_timeout_ms < 0:
+            raise ValueError("group_commit_max and readers must be >= 1, busy_timeout_ms >= 0")
+        self.path = Path(path)
+        self.stats = StoreStats()
+        self._group_commit_max = group_commit_max
+        self._readers = readers
+        self._busy_timeout_ms = busy_timeout_ms
+        self._queue: queue.SimpleQueue[_Write | object] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_done: asyncio.Future[None] | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._read_local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._read_conns_lock = threading.Lock()
+        self._open = False
+        self._closing: asyncio.Future[None] | None = None
+        self._scrub_pending = False
+
+    # -- connections ------------------------------------------------------------
+
+    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA secure_delete = ON")
+        # Savepoint and sort spills must not put row contents in temp files.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        if writer:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        else:
+            conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"database schema {current} is newer than this kmipfast ({len(MIGRATIONS)})"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for stmt in _statements(MIGRATIONS[version - 1]):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _open_writer(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < (3, 37, 0):
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old (3.37+ needed for STRICT tables)"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Wrapped keys live here: owner-only, and SQLite gives -wal/-shm the same mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = self._connect(writer=True)
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"could not put {self.path} in WAL mode (got {mode})")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await asyncio.to_thread(self._open_writer)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        self._writer_done = loop.create_future()
+        self._writer = threading.Thread(
+            target=self._writer_main,
+            args=(conn, loop, self._writer_done),
+            name="kmipfast-store-writer",
+            daemon=True,
+        )
+        self._writer.start()
+        self._closing = None
+        self._read_pool = ThreadPoolExecutor(
+            self._readers, thread_name_prefix="kmipfast-store-read"
+        )
+        self._open = True
+
+    async def close(self) -> None:
+        if self._closing is None:
+            if not self._open:
+                return
+            self._open = False  # refuse new work at once; queued writes still finish
+            self._queue.put(_STOP)
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        assert self._writer_done is not None and self._read_pool is not None
+        pool = self._read_pool
+        try:
+            await self._writer_done
+        finally:
+            await asyncio.to_thread(pool.shutdown, True)
+            with self._read_conns_lock:
+                for conn in self._read_conns:
+                    conn.close()
+                self._read_conns.clear()
+
+    # -- the writer thread --------------------------------------------------------
+
+    async def _write(self, fn: WriteFn) -> Any:
+        if not self._open:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Write(fn, fut, loop))
+        # A cancelled caller does not cancel its write: it may already be committed.
+        return await asyncio.shield(fut)
+
+    def _writer_main(
+        self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, done: asyncio.Future[None]
+    ) -> None:
+        try:
+            stopping = False
+            while True:
+                try:
+                    if stopping:  # close(): finish what is queued, then leave
+                        item = self._queue.get_nowait()
+                    else:  # a scrub blocked by a long reader is retried while idle
+                        item = self._queue.get(timeout=0.1 if self._scrub_pending else None)
+                except queue.Empty:
+                    if stopping:
+                        break
+                    self._scrub(conn)
+                    continue
+                batch: list[_Write] = []
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                    elif isinstance(item, _Write):
+                        batch.append(item)
+                    if len(batch) >= self._group_commit_max:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._run_batch(conn, batch)
+            self._scrub(conn)
+            conn.close()
+        except BaseException as exc:  # pragma: no cover - the thread must always report
+            log.exception("store writer thread died")
+            self._open = False
+            err = StoreError(f"store writer died: {exc}")
+            pending: list[tuple[asyncio.Future[Any], BaseException]] = [(done, err)]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Write):
+                    pending.append((item.future, err))
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(_fail_all, pending)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, done, None)
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        scrubs: list[bool] = []  # per write: did it remove wrapped key bytes?
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result, scrub = write.fn(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole transaction back (disk full, I/O)
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((None, _as_store_error(exc)))
+                    scrubs.append(False)
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((result, None))
+                    scrubs.append(scrub)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.error("store transaction of %d writes failed: %s", len(batch), exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            err = StoreError(f"write not committed: {exc}")
+            self.stats.failed_ops += len(batch)
+            _deliver(batch, [(None, err)] * len(batch))
+            return
+        self.stats.commits += 1
+        failed = sum(1 for _, e in outcomes if e is not None)
+        self.stats.failed_ops += failed
+        self.stats.ops += len(batch) - failed
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        if not any(scrubs):
+            _deliver(batch, outcomes)
+            return
+        # Everyone else is answered now; writes that removed key bytes are
+        # answered once those bytes are gone from the files.
+        now = [i for i, s in enumerate(scrubs) if not s]
+        later = [i for i, s in enumerate(scrubs) if s]
+        _deliver([batch[i] for i in now], [outcomes[i] for i in now])
+        self._scrub_pending = True
+        self._scrub(conn)
+        _deliver([batch[i] for i in later], [outcomes[i] for i in later])
+
+    def _scrub(self, conn: sqlite3.Connection) -> None:
+        """Copy every WAL frame into the main file and truncate the WAL, so
+        older page images holding removed key bytes leave both files."""
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("checkpoint failed, will retry: %s", exc)
+            return
+        if busy:
+            log.warning("checkpoint blocked by a reader, will retry")
+            return
+        if self._scrub_pending:
+            self.stats.scrubs += 1
+        self._scrub_pending = False
+
+    # -- reads --------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._read_local, "conn", None)
+        if conn is None:
+            conn = self._connect(writer=False)
+            self._read_local.conn = conn
+            with self._read_conns_lock:
+                self._read_conns.append(conn)
+        return conn
+
+    def _in_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for the row and its attributes
+        try:
+            return fn(conn)
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._open or self._read_pool is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._read_pool, self._in_snapshot, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(str(exc)) from exc
+
+    # -- objects ------------------------------------------------------------------
+
+    async def create_object(self, rec: ObjectRecord) -> None:
+        await self._write(_create_object(rec))
+
+    async def get_object(self, tenant: str, uid: str) -> ObjectRecord | None:
+        def fn(conn: sqlite3.Connection) -> ObjectRecord | None:
+            rows = conn.execute(
+                f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE uid = ? AND tenant = ?", (uid, tenant)
+            ).fetchall()
+            return _objects_from_rows(conn, rows)[0] if rows else None
+
+        return await self._read(fn)
+
+    async def update_object(self, rec: ObjectRecord, expected_version: int) -> None:
+        rec.version = await self._write(_update_object(rec, expected_version))
+
+    async def destroy_object(self, rec: ObjectRecord, expected_version: int) -> None:
+        rec.key_blob = None
+        await self.update_object(rec, expected_version)
+
+    async def delete_object(self, tenant: str, uid: str) -> bool:
+        return bool(await self._write(_delete_object(tenant, uid)))
+
+    async def locate(
+        self,
+        tenant: str,
+        *,
+        object_type: int | None = None,
+        states: Sequence[int] | None = None,
+        attr_equals: Sequence[tuple[str, bytes]] = (),
+        max_items: int | None = None,
+        offset: int = 0,
+    ) -> list[str]:
+        if offset < 0 or (max_items is not None and max_items < 0):
+            raise ValueError("max_items and offset must not be negative")
+        where = ["o.tenant = ?"]
+        args: list[Any] = [tenant]
+        if object_type is not None:
+            where.append("o.object_type = ?")
+            args.append(object_type)
+        if states is not None:
+            if not states:
+                return []
+            where.append(f"o.state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        for name, value in attr_equals:
+            where.append(
+                "EXISTS (SELECT 1 FROM attributes a"
+                " WHERE a.uid = o.uid AND a.name = ? AND a.value = ?)"
+            )
+            args.extend((name, value))
+        args.extend((-1 if max_items is None else max_items, offset))
+        sql = (
+            f"SELECT o.uid FROM objects o WHERE {' AND '.join(where)}"
+            " ORDER BY o.created DESC, o.rowid DESC LIMIT ? OFFSET ?"
+        )
+        return await self._read(lambda conn: [row[0] for row in conn.execute(sql, args).fetchall()])
+
+    async def list_objects(self, tenant: str | None = None) -> AsyncIterator[ObjectRecord]:
+        last = 0
+        while True:
+
+            def page(conn: sqlite3.Connection, after: int = last) -> tuple[int, list[ObjectRecord]]:
+                rows = conn.execute(
+                    f"SELECT rowid, {_OBJECT_COLUMNS} FROM objects"
+                    " WHERE rowid > ? AND (? IS NULL OR tenant = ?) ORDER BY rowid LIMIT ?",
+                    (after, tenant, tenant, _PAGE),
+                ).fetchall()
+                end = rows[-1][0] if rows else after
+                return end, _objects_from_rows(conn, [row[1:] for row in rows])
+
+            last, recs = await self._read(page)
+            for rec in recs:
+                yield rec
+            if len(recs) < _PAGE:
+                return
+
+    async def count_objects(self, tenant: str) -> dict[int, int]:
+        def fn(conn: sqlite3.Connection) -> dict[int, int]:
+            rows = conn.execute(
+                "SELECT state, count(*) FROM objects WHERE tenant = ? GROUP BY state", (tenant,)
+            ).fetchall()
+            return {state: n for state, n in rows}
+
+        return await self._read(fn)
+
+    # -- tenants ------------------------------------------------------------------
+
+    async def create_tenant(self, rec: TenantRecord) -> None:
+        await self._write(_create_tenant(rec))
+
+    async def get_tenant(self, name: str) -> TenantRecord | None:
+        tenants = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE name = ?", (name,)
+            ).fetchall()
+        )
+        return TenantRecord(*tenants[0]) if tenants else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name"
+            ).fetchall()
+        )
+        return [TenantRecord(*row) for row in rows]
+
+    async def update_tenant(self, rec: TenantRecord) -> None:
+        await self._write(_update_tenant(rec))
+
+    # -- clients ------------------------------------------------------------------
+
+    async def put_client(self, rec: ClientRecord) -> None:
+        await self._write(_put_client(rec))
+
+    async def remove_client(self, name: str) -> bool:
+        return bool(await self._write(_remove_client(name)))
+
+    async def _clients(self, where: str, args: tuple[Any, ...]) -> list[ClientRecord]:
+        sql = f"SELECT {_CLIENT_COLUMNS} FROM clients {where} ORDER BY name"
+        rows = await self._read(lambda conn: conn.execute(sql, args).fetchall())
+        return [ClientRecord(*row) for row in rows]
+
+    async def get_client(self, name: str) -> ClientRecord | None:
+        found = await self._clients("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    async def list_clients(self, tenant: str | None = None) -> list[ClientRecord]:
+        if tenant is None:
+            return await self._clients("", ())
+        return await self._clients("WHERE tenant = ?", (tenant,))
+
+    async def get_client_by_fingerprint(self, fingerprint: str) -> ClientRecord | None:
+        found = await self._clients("WHERE fingerprint = ?", (fingerprint,))
+        return found[0] if found else None
+
+    async def data_version(self) -> int:
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT value FROM meta WHERE key = 'data_version'"
+            ).fetchall()
+        )
+        return int(rows[0][0])
+
+
+def _as_store_error(exc: Exception) -> Exception:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(str(exc))
+    log.error("store write failed", exc_info=exc)
+    return exc
+
+
+# -- future plumbing (the writer thread hands results to each caller's loop) ----
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None = None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(result)
+    else:
+        fut.set_exception(exc)
+
+
+def _fail_all(items: list[tuple[asyncio.Future[Any], BaseException]]) -> None:
+    for fut, exc in items:
+        _settle(fut, None, exc)
+
+
+_Settlement = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _settle_many(items: list[_Settlement]) -> None:
+    for fut, result, exc in items:
+        _settle(fut, result, exc)
+
+
+def _deliver(batch: list[_Write], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    """One wake-up per event loop for the whole batch, not one per write."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
+    for write, (result, exc) in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(write.loop, []).append((write.future, result, exc))
+    for loop, items in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_many, items)
