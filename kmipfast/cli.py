@@ -63,6 +63,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     _ensure_pki(config, args.san or None)
     created = _run(_ensure_default_tenant(config))
+    _run(_ensure_bundle(config))
     if fresh or created or not args.if_new:
         print(f"data dir:        {data_dir}")
         print(f"server CA:       {config.ca_cert_path}")
@@ -104,6 +105,35 @@ async def _ensure_default_tenant(config: Config) -> bool:
         await rt.services.keys.create_tenant(DEFAULT_TENANT)
         rt.services.audit.admin("tenant created", tenant=DEFAULT_TENANT)
         return True
+
+
+BUNDLE_CLIENT = "local-admin"
+
+
+def bundle_dir(config: Config) -> Path:
+    return config.data_dir / "clients" / "bundle"
+
+
+async def _ensure_bundle(config: Config) -> None:
+    """A client bundle for tenant default, so a fresh install can be tried at once."""
+    out = bundle_dir(config)
+    if (out / f"{BUNDLE_CLIENT}.crt").exists():
+        return
+    async with runtime(config) as rt:
+        if await rt.store.get_client(BUNDLE_CLIENT) is not None:
+            return
+        _crt, _key, pem = _issue_bundle(config, BUNDLE_CLIENT, out, "ec")
+        await _allow(rt, pem, BUNDLE_CLIENT, DEFAULT_TENANT)
+    host, port = parse_listen(config.server.listen)
+    (out / "pykmip.conf").write_text(
+        "[client]\n"
+        f"host={host}\nport={port}\n"
+        f"certfile={out / (BUNDLE_CLIENT + '.crt')}\n"
+        f"keyfile={out / (BUNDLE_CLIENT + '.key')}\n"
+        f"ca_certs={out / 'ca.crt'}\n"
+        "cert_reqs=CERT_REQUIRED\nssl_version=PROTOCOL_TLS\ndo_handshake_on_connect=True\n"
+        "suppress_ragged_eofs=True\n"
+    )
 
 
 # -- serve ----------------------------------------------------------------------------
@@ -160,11 +190,19 @@ async def _serve(config: Config, host: str, port: int) -> int:
 
 
 def _print_how_to_connect(config: Config, host: str, port: int) -> None:
-    bundle = config.data_dir / "clients" / "bundle"
-    if not (bundle / "admin.crt").exists():
+    out = bundle_dir(config)
+    if not (out / f"{BUNDLE_CLIENT}.crt").exists():
         return
-    print(f"client bundle:   {bundle}/admin.crt, {bundle}/admin.key, {bundle}/ca.crt", flush=True)
-    print(f"pykmip config:   {bundle}/pykmip.conf", flush=True)
+    crt, key, ca = out / f"{BUNDLE_CLIENT}.crt", out / f"{BUNDLE_CLIENT}.key", out / "ca.crt"
+    print(f"client bundle (tenant default): cert {crt}, key {key}, CA {ca}", flush=True)
+    print(f"PyKMIP client config: {out / 'pykmip.conf'}", flush=True)
+    print(
+        "  python -c \"from kmip.pie.client import ProxyKmipClient; "
+        f"from kmip import enums; c = ProxyKmipClient(config_file='{out / 'pykmip.conf'}'); "
+        "c.open(); uid = c.create(enums.CryptographicAlgorithm.AES, 256); "
+        "print(uid, len(c.get(uid).value)); c.close()\"",
+        flush=True,
+    )
 
 
 # -- tenants ----------------------------------------------------------------------------

@@ -24,6 +24,9 @@ T_ATTRIBUTE_NAME = int(Tag.AttributeName)
 T_ATTRIBUTE_INDEX = int(Tag.AttributeIndex)
 
 
+T_KEY_FORMAT_TYPE = int(Tag.KeyFormatType)
+
+
 def _attribute_items(obj: ManagedObject, names: list[str], version: tuple[int, int]) -> list[Item]:
     wanted = names or list(obj.attributes)
     out: list[Item] = []
@@ -31,6 +34,9 @@ def _attribute_items(obj: ManagedObject, names: list[str], version: tuple[int, i
         if not attrs.visible_in(name, version):
             continue
         for index, value in enumerate(obj.attributes.get(name, ())):
+            if name == "Digest" and version < (1, 1):
+                # Digest's Key Format Type field arrived in 1.1.
+                value = (value[0], value[1], [c for c in value[2] if c[0] != T_KEY_FORMAT_TYPE])
             out.append(attrs.attribute_item(name, index, value))
     return out
 
@@ -41,6 +47,8 @@ async def get_attributes(ctx: Context, payload: Item | None) -> Item:
     ctx.uid = uid
     obj = await ctx.services.vault.fetch(ctx.tenant, uid)
     names = [n[2] for n in ttlv.find_all(payload, T_ATTRIBUTE_NAME)]
+    if len(set(names)) != len(names):
+        raise KmipError(ResultReason.InvalidMessage, "an Attribute Name is repeated")
     return common.payload_of([common.uid_item(uid), *_attribute_items(obj, names, ctx.version)])
 
 

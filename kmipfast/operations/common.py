@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+from kmipfast import _native
 from kmipfast.protocol import attributes as attrs
 from kmipfast.protocol import ttlv
-from kmipfast.protocol.enums import ResultReason, State
+from kmipfast.protocol.enums import ObjectType, ResultReason, RNGAlgorithm, State
 from kmipfast.protocol.errors import KmipError, invalid_field
 from kmipfast.protocol.processor import Context
 from kmipfast.protocol.tags import Tag
@@ -38,19 +39,39 @@ def new_uid() -> str:
     return str(uuid.uuid4())
 
 
-def template_attributes(
-    container: Item | None, tag: int = T_TEMPLATE_ATTRIBUTE
+async def template_attributes(
+    ctx: Context, container: Item | None, tag: int = T_TEMPLATE_ATTRIBUTE
 ) -> list[attrs.AttributeArg]:
-    """The Attributes of a Template-Attribute structure (§2.1.8).  Named templates
-    (deprecated in 1.3) are not kept by this server."""
+    """The Attributes of a Template-Attribute structure (§2.1.8): those of each named
+    Template object (§2.2.6, deprecated in 1.3), then the explicit ones."""
     template = ttlv.find(container, tag)
     if template is None:
         return []
-    if ttlv.find(template, T_NAME) is not None:
-        raise KmipError(
-            ResultReason.ItemNotFound, "named templates are not supported; send the attributes"
-        )
-    return [attrs.parse_attribute(a) for a in ttlv.find_all(template, T_ATTRIBUTE)]
+    out: list[attrs.AttributeArg] = []
+    for name in ttlv.find_all(template, T_NAME):
+        out += await _named_template(ctx, name)
+    out += [attrs.parse_attribute(a) for a in ttlv.find_all(template, T_ATTRIBUTE)]
+    return out
+
+
+async def _named_template(ctx: Context, name: Item) -> list[attrs.AttributeArg]:
+    value = (attrs.T_VALUE, name[1], name[2])
+    uids = await ctx.services.store.locate(
+        ctx.tenant,
+        object_type=ObjectType.Template,
+        attr_equals=[("Name", _native.encode(value))],
+        max_items=1,
+    )
+    if not uids:
+        label = ttlv.value(name, int(Tag.NameValue))
+        raise KmipError(ResultReason.ItemNotFound, f"no Template named {label!r}")
+    template = await ctx.services.vault.fetch(ctx.tenant, uids[0])
+    parsed = [
+        attrs.parse_attribute(_native.decode(bytes.fromhex(a)))
+        for a in template.meta.get("template", [])
+    ]
+    # A template's own Name is not passed on to the objects made from it.
+    return [a for a in parsed if a.name != "Name"]
 
 
 def apply_attribute(obj: ManagedObject, arg: attrs.AttributeArg, what: str) -> int:
@@ -106,6 +127,28 @@ def finish_new_object(
     obj.state = (
         State.Active if activation is not None and activation <= ctx.now else State.PreActive
     )
-    obj.set("State", ttlv.ENUMERATION, obj.state)
+    if obj.object_type != ObjectType.Template:  # templates have no lifecycle (§3.22)
+        obj.set("State", ttlv.ENUMERATION, obj.state)
     obj.set("Initial Date", ttlv.DATE_TIME, ctx.now)
     obj.set("Last Change Date", ttlv.DATE_TIME, ctx.now)
+    if obj.object_type == ObjectType.Template:
+        return
+    obj.set("Original Creation Date", ttlv.DATE_TIME, ctx.now)
+    # Shown only to clients whose version defines them (protocol/attributes.py).
+    obj.set("Fresh", ttlv.BOOLEAN, True)
+
+
+def mark_generated(obj: ManagedObject) -> None:
+    """Random Number Generator (§3.44) of keys made here: the operating system's CSPRNG,
+    which KMIP has no name for, hence Unspecified."""
+    obj.attributes["Random Number Generator"] = [
+        ttlv.struct(attrs.T_VALUE, ttlv.enum(Tag.RNGAlgorithm, RNGAlgorithm.Unspecified))
+    ]
+    # Made here, so its whole history is known (§3.47-§3.50, 1.4).
+    sensitive = bool(obj.first("Sensitive"))
+    extractable = obj.first("Extractable")
+    extractable = True if extractable is None else bool(extractable)
+    obj.set("Sensitive", ttlv.BOOLEAN, sensitive)
+    obj.set("Always Sensitive", ttlv.BOOLEAN, sensitive)
+    obj.set("Extractable", ttlv.BOOLEAN, extractable)
+    obj.set("Never Extractable", ttlv.BOOLEAN, not extractable)

@@ -8,12 +8,15 @@ or HSM trouble while unsealing the tenant's master key).
 
 from __future__ import annotations
 
+from kmipfast import _native
 from kmipfast.operations import common, objects
+from kmipfast.protocol import attributes as attrs
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import ObjectType
 from kmipfast.protocol.errors import invalid_field, missing
 from kmipfast.protocol.processor import Context
 from kmipfast.protocol.ttlv import Item
+from kmipfast.vault import ManagedObject
 
 
 async def create(ctx: Context, payload: Item | None) -> Item:
@@ -23,7 +26,7 @@ async def create(ctx: Context, payload: Item | None) -> Item:
         raise missing("Object Type")
     if object_type != ObjectType.SymmetricKey:
         raise invalid_field("Create makes Symmetric Keys; use Register for other objects")
-    args = common.template_attributes(payload)
+    args = await common.template_attributes(ctx, payload)
     obj = common.new_object(ctx, object_type)
     common.finish_new_object(ctx, obj, args)
     algorithm = obj.first("Cryptographic Algorithm")
@@ -34,6 +37,7 @@ async def create(ctx: Context, payload: Item | None) -> Item:
         raise missing("Cryptographic Length attribute")
     master = await ctx.services.keys.master(ctx.tenant)
     objects.seal_generated(obj, master, algorithm, length)
+    common.mark_generated(obj)
     await ctx.services.vault.insert(obj)
     ctx.uid = obj.uid
     return common.payload(ttlv.enum(common.T_OBJECT_TYPE, object_type), common.uid_item(obj.uid))
@@ -50,8 +54,10 @@ async def register(ctx: Context, payload: Item | None) -> Item:
     item = ttlv.find(payload, tag)
     if item is None:
         raise missing(f"the {ObjectType(object_type).name} object")
-    args = common.template_attributes(payload)
+    args = await common.template_attributes(ctx, payload)
     obj = common.new_object(ctx, object_type)
+    if object_type == ObjectType.Template:
+        return await _register_template(ctx, obj, item, args)
     master = await ctx.services.keys.master(ctx.tenant)
     found = objects.seal_registered(obj, master, item)
     for name, (typ, value) in found.items():
@@ -59,6 +65,23 @@ async def register(ctx: Context, payload: Item | None) -> Item:
     # The Key Block's own algorithm/length win; a template repeating them is fine.
     args = [a for a in args if a.name not in found]
     common.finish_new_object(ctx, obj, args)
+    await ctx.services.vault.insert(obj)
+    ctx.uid = obj.uid
+    return common.payload(common.uid_item(obj.uid))
+
+
+async def _register_template(
+    ctx: Context, obj: ManagedObject, item: Item, args: list[attrs.AttributeArg]
+) -> Item:
+    """A Template (§2.2.6) holds attributes for later Creates/Registers that name it;
+    they are no secret, so they are kept in the meta data, not sealed."""
+    content = list(ttlv.find_all(item, common.T_ATTRIBUTE))
+    parsed = [attrs.parse_attribute(a) for a in content]
+    obj.meta = {"layout": "template", "template": [_native.encode(a).hex() for a in content]}
+    # A template is known by the Name it carries; its other attributes are for the
+    # objects made from it, not its own (TC-312).
+    own = [a for a in parsed if a.name == "Name"]
+    common.finish_new_object(ctx, obj, [*own, *args])
     await ctx.services.vault.insert(obj)
     ctx.uid = obj.uid
     return common.payload(common.uid_item(obj.uid))

@@ -32,9 +32,18 @@ async def get(ctx: Context, payload: Item | None) -> Item:
         raise KmipError(
             ResultReason.KeyCompressionTypeNotSupported, "key compression is not supported"
         )
-    obj = await ctx.services.vault.fetch(ctx.tenant, uid)
+    vault = ctx.services.vault
+    obj = await vault.fetch(ctx.tenant, uid)
+    if obj.first("Extractable") is False:
+        raise KmipError(ResultReason.NotExtractable, "the object is not extractable")
+    if obj.first("Sensitive") is True:
+        raise KmipError(
+            ResultReason.Sensitive, "the object is sensitive and key wrapping is not offered"
+        )
     master = await ctx.services.keys.master(ctx.tenant)
     item = objects.object_item(obj, master, ttlv.value(payload, T_KEY_FORMAT_TYPE))
+    if obj.first("Fresh") is True:
+        await _served(ctx, uid)
     return common.payload(
         ttlv.enum(common.T_OBJECT_TYPE, obj.object_type), common.uid_item(uid), item
     )
@@ -52,3 +61,13 @@ async def check(ctx: Context, payload: Item | None) -> Item:
             ResultReason.IllegalOperation, "the object's usage mask does not allow that usage"
         )
     return common.payload(common.uid_item(uid))
+
+
+async def _served(ctx: Context, uid: str) -> None:
+    """Fresh (§3.34) turns False once the object has been served; one write per key."""
+    vault = ctx.services.vault
+    async with vault.lock(ctx.tenant, uid):
+        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+        if obj.first("Fresh") is True:
+            obj.set("Fresh", ttlv.BOOLEAN, False)
+            await vault.save(obj)

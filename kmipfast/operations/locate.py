@@ -13,7 +13,7 @@ from __future__ import annotations
 from kmipfast.operations import common
 from kmipfast.protocol import attributes as attrs
 from kmipfast.protocol import ttlv
-from kmipfast.protocol.enums import StorageStatusMask
+from kmipfast.protocol.enums import State, StorageStatusMask
 from kmipfast.protocol.errors import invalid_field
 from kmipfast.protocol.processor import Context
 from kmipfast.protocol.tags import Tag
@@ -24,6 +24,7 @@ T_MAXIMUM_ITEMS = int(Tag.MaximumItems)
 T_OFFSET_ITEMS = int(Tag.OffsetItems)
 T_STORAGE_STATUS_MASK = int(Tag.StorageStatusMask)
 T_LOCATED_ITEMS = int(Tag.LocatedItems)
+_FINDABLE = (State.PreActive, State.Active, State.Deactivated, State.Compromised)
 
 
 async def locate(ctx: Context, payload: Item | None) -> Item:
@@ -41,6 +42,9 @@ async def locate(ctx: Context, payload: Item | None) -> Item:
             states = [*(states or []), arg.value[2]]
         else:
             equals.append((arg.name, attribute_bytes(arg.value)))
+    if states is None:
+        # Destroyed objects keep their attributes but are no longer found (§4.9).
+        states = list(_FINDABLE)
     maximum = ttlv.value(payload, T_MAXIMUM_ITEMS)
     offset = ttlv.value(payload, T_OFFSET_ITEMS) or 0
     if (maximum is not None and maximum < 0) or offset < 0:

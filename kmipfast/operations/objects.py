@@ -54,6 +54,7 @@ OBJECT_TAGS: dict[int, int] = {
     ObjectType.SecretData: int(Tag.SecretData),
     ObjectType.OpaqueObject: int(Tag.OpaqueObject),
     ObjectType.PGPKey: int(Tag.PGPKey),
+    ObjectType.Template: int(Tag.Template),
 }
 
 # Key sizes (bits -> bytes) a Create may ask for, per algorithm (Symmetric Key Foundry).
@@ -71,7 +72,8 @@ CREATE_LENGTHS: dict[int, frozenset[int]] = {
     CryptographicAlgorithm.HMAC_SHA512: _HMAC,
     CryptographicAlgorithm.HMAC_MD5: _HMAC,
 }
-for _name in ("ChaCha20", "ChaCha20Poly1305", "SKIPJACK", "TWOFISH", "ARIA", "SEED", "SM4"):
+CREATE_LENGTHS[CryptographicAlgorithm.SKIPJACK] = frozenset({80})
+for _name in ("ChaCha20", "ChaCha20Poly1305", "TWOFISH", "ARIA", "SEED", "SM4"):
     if hasattr(CryptographicAlgorithm, _name):
         CREATE_LENGTHS[getattr(CryptographicAlgorithm, _name)] = (
             frozenset({256}) if _name.startswith("ChaCha") else frozenset({128, 192, 256})
@@ -210,6 +212,9 @@ def object_item(
 ) -> Item:
     """The object as a Get returns it, with the key opened straight into the encoder."""
     tag = OBJECT_TAGS[obj.object_type]
+    if obj.meta.get("layout") == "template":
+        content = [_native.decode(bytes.fromhex(a)) for a in obj.meta.get("template", [])]
+        return ttlv.struct_of(tag, content)
     if obj.key_blob is None:
         raise KmipError(
             ResultReason.ItemNotFound, f"object {obj.uid} has no key material (destroyed)"

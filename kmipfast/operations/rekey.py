@@ -56,7 +56,7 @@ async def rekey(ctx: Context, payload: Item | None) -> Item:
     uid = ctx.uid_from(payload)
     vault = ctx.services.vault
     offset = ttlv.value(payload, T_OFFSET)
-    args = common.template_attributes(payload)
+    args = await common.template_attributes(ctx, payload)
     async with vault.lock(ctx.tenant, uid):
         old = (await vault.fetch(ctx.tenant, uid)).copy()
         if old.object_type != ObjectType.SymmetricKey or old.meta.get("layout") != "key":
@@ -76,6 +76,7 @@ async def rekey(ctx: Context, payload: Item | None) -> Item:
         common.finish_new_object(ctx, new, args)
         master = await ctx.services.keys.master(ctx.tenant)
         objects.seal_generated(new, master, old.meta["algorithm"], old.meta["length"])
+        common.mark_generated(new)
         new.attributes["Link"] = [_link(LinkType.ReplacedObjectLink, old.uid)]
         old.attributes.setdefault("Link", []).append(_link(LinkType.ReplacementObjectLink, new.uid))
         old.touch(ctx.now)

@@ -185,12 +185,11 @@ def family_of(rel: str) -> str:
 
 
 def group_of(rel: str) -> str:
-    """Files of one group run on one server: the family, except that each TL series
-    (one per folder) gets its own empty server."""
-    family = family_of(rel)
-    if family == "TL":
-        return f"TL {Path(rel).parent}"
-    return family
+    """Files of one group run on one server: one family of one folder (so each TL
+    series gets its own empty server)."""
+    # Per folder too: the -10/-11/-12 copies of a case in different folders reuse
+    # object names, and Locate by Name must not see another copy's leftovers.
+    return f"{family_of(rel)} {Path(rel).parent}"
 
 
 def is_target(rel: str) -> bool:
@@ -396,6 +395,58 @@ def _with_request_version(expected: Node, version: Node | None) -> Node:
     return (expected[0], expected[1], [new_header if c is header else c for c in expected[2]])
 
 
+# Attributes whose presence or value is the reference server's own policy, not the
+# protocol's: Lease Time (a lease policy this server does not have: absent is
+# conforming) and Random Number Generator (optional in 1.3/1.4; each server describes
+# its own RNG, so present or absent and any value).
+_POLICY_OPTIONAL = frozenset({"Lease Time"})
+_POLICY_ANY_VALUE = frozenset({"Random Number Generator"})
+_POLICY_MAY_ADD = frozenset({"Random Number Generator"})
+
+
+def _attribute_name(node: Node) -> str | None:
+    name = _value(node, Tag.AttributeName)
+    return str(name) if name is not None else None
+
+
+def _server_policy_attributes(expected: Node, actual: Node) -> tuple[Node, Node]:
+    e_payload = _child(expected, Tag.ResponsePayload)
+    a_payload = _child(actual, Tag.ResponsePayload)
+    if e_payload is None or a_payload is None:
+        return expected, actual
+    got = {_attribute_name(a): a for a in _children(a_payload, Tag.Attribute)}
+    kept = []
+    for child in e_payload[2]:
+        name = _attribute_name(child) if child[0] == Tag.Attribute else None
+        if name in _POLICY_OPTIONAL and name not in got:
+            continue
+        if name in _POLICY_ANY_VALUE and name in got:
+            child = got[name]
+        kept.append(child)
+    names = {str(n[2]) for n in _children(a_payload, Tag.AttributeName)}
+    kept = [
+        c
+        for c in kept
+        if not (c[0] == Tag.AttributeName and c[2] in _POLICY_OPTIONAL and c[2] not in names)
+    ]
+    new_payload = (e_payload[0], e_payload[1], kept)
+    want = {_attribute_name(c) for c in kept if c[0] == Tag.Attribute}
+    want |= {str(c[2]) for c in kept if c[0] == Tag.AttributeName}
+    a_kept = [
+        c
+        for c in a_payload[2]
+        if not (c[0] == Tag.Attribute and _attribute_name(c) in _POLICY_MAY_ADD - want)
+        and not (c[0] == Tag.AttributeName and c[2] in _POLICY_MAY_ADD - want)
+    ]
+    new_actual = (a_payload[0], a_payload[1], a_kept)
+    assert isinstance(expected[2], list) and isinstance(actual[2], list)
+    return (
+        expected[0],
+        expected[1],
+        [new_payload if c is e_payload else c for c in expected[2]],
+    ), (actual[0], actual[1], [new_actual if c is a_payload else c for c in actual[2]])
+
+
 _ITEM_POLICIES: dict[int, Callable[[Node, Node, Node], tuple[Node, Node, list[str]]]] = {
     Operation.Query: _query_policy,
     Operation.DiscoverVersions: _discover_policy,
@@ -420,6 +471,7 @@ def check_response(request: Node, expected: Node, actual: Node, state: ServerSta
     for i, (e, a) in enumerate(zip(exp_items, act_items, strict=False)):
         r = req_items[i] if i < len(req_items) else (Tag.BatchItem, ItemType.Structure, [])
         op = _value(e, Tag.Operation) or _value(r, Tag.Operation)
+        e, a = _server_policy_attributes(e, a)
         policy = _ITEM_POLICIES.get(op)
         if policy is not None:
             e, a, extra = policy(r, e, a)

@@ -119,7 +119,8 @@ def test_oasis_1x_tape_library_series(
     server = kmip_server_factory()
     state = ServerState()
     results = [run_file(server.connect, rel, state) for rel in files]
-    failed = [r for r in results if not r.passed]
+    # A file listed in skipped.toml still runs (the next one needs its objects).
+    failed = [r for r in results if not r.passed and r.path not in SKIPPED]
     assert not failed, "\n".join(_explain(r) for r in failed)
 
 
