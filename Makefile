@@ -50,6 +50,8 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --all-targets --quiet -- -D warnings
 	$(VENV)/bin/ruff check kmipfast tests loadtests
+	$(VENV)/bin/mypy kmipfast
+	$(PY) -m mypy.stubtest kmipfast._native --allowlist native-stubtest-allowlist.txt
 
 test-rust:
 	cargo test --quiet --all-targets

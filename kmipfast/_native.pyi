@@ -25,13 +25,27 @@ canonical Big Integers, depth and size caps.  Failures raise
 Encoding is canonical, so what decodes re-encodes byte for byte.
 """
 
-from typing import Final, TypeAlias, Union
+from typing import Final, TypeAlias, Union, final
 
 from kmipfast.errors import InvalidUnwrap as InvalidUnwrap
 from kmipfast.errors import TtlvDecodeError as TtlvDecodeError
 from kmipfast.errors import TtlvEncodeError as TtlvEncodeError
 
 __version__: Final[str]
+__all__ = [
+    "Hsm",
+    "MasterKey",
+    "SealedKey",
+    "__version__",
+    "aes_key_unwrap",
+    "aes_key_unwrap_with_padding",
+    "aes_key_wrap",
+    "aes_key_wrap_with_padding",
+    "decode",
+    "encode",
+    "frame_length",
+    "read_header",
+]
 
 Value: TypeAlias = Union[list["Item"], int, bool, str, bytes, bytearray, memoryview, "SealedKey"]
 Item: TypeAlias = tuple[int, int, Value]
@@ -42,7 +56,7 @@ def decode(
     *,
     max_message_size: int = ...,
     max_field_size: int = ...,
-    max_depth: int = 64,
+    max_depth: int = ...,
 ) -> Item:
     """Decode one TTLV item that spans all of ``buf``; raises TtlvDecodeError."""
 
@@ -70,6 +84,7 @@ def aes_key_wrap_with_padding(wrapping_key: Buffer, key_to_wrap: Buffer) -> byte
 def aes_key_unwrap_with_padding(wrapping_key: Buffer, wrapped_key: Buffer) -> bytearray:
     """RFC 5649 unwrap; raises InvalidUnwrap on integrity failure. Wipe the result."""
 
+@final
 class MasterKey:
     """A tenant master key (AES-256) that lives only in native memory, zeroized on drop
     or :meth:`wipe`.  Object keys are sealed bound to a ``binding`` (tenant and object
@@ -87,6 +102,8 @@ class MasterKey:
     def open(self, blob: bytes, binding: bytes) -> bytearray:
         """Open a sealed key into a bytearray the caller must wipe."""
     def sealed_length(self, blob: bytes, binding: bytes) -> int: ...
+    def digest(self, blob: bytes, binding: bytes) -> bytes:
+        """SHA-256 of the sealed key, computed natively (the Digest attribute)."""
     def reseal(self, blob: bytes, binding: bytes, target: MasterKey, new_binding: bytes) -> bytes:
         """Move a sealed key to another master key without exposing it."""
     def seal_master(self, other: MasterKey, binding: bytes) -> bytes:
@@ -97,16 +114,25 @@ class MasterKey:
     @property
     def wiped(self) -> bool: ...
 
+@final
 class SealedKey:
-    """A sealed key on its way into a response; ``encode`` opens it into the output."""
+    """A sealed key on its way into a response; ``encode`` opens it into the output.
+    With ``item=True`` the sealed bytes are a whole encoded TTLV item written verbatim
+    in place of the item holding the SealedKey (objects stored as items)."""
 
-    def __init__(self, master: MasterKey, blob: bytes, binding: bytes) -> None: ...
+    def __new__(
+        cls, master: MasterKey, blob: bytes, binding: bytes, *, item: bool = False
+    ) -> SealedKey: ...
 
+@final
 class Hsm:
     """A PKCS#11 token holding tenant root keys; every call releases the GIL."""
 
     @staticmethod
-    def open(module: str, token_label: str, pin: Buffer, max_sessions: int = 4) -> Hsm: ...
+    def open(module: str, token_label: str, pin: str | bytearray, max_sessions: int = 4) -> Hsm:
+        """Load the PKCS#11 module once per process, log in, pool ``max_sessions``
+        sessions.  Only the first login of a process checks the PIN (PKCS#11 login
+        state is per process)."""
     def generate_root_key(self, label: str) -> None: ...
     def root_key_exists(self, label: str) -> bool: ...
     def destroy_root_key(self, label: str) -> None: ...

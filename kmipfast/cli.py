@@ -12,7 +12,9 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -61,6 +63,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     config = load_config(data_dir)
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
+    if not config.hsm.software_root and config.hsm_module_path is None:
+        _ensure_softhsm_installed()
     _ensure_pki(config, args.san or None)
     created = _run(_ensure_default_tenant(config))
     _run(_ensure_bundle(config))
@@ -71,6 +75,23 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"tenant:          {DEFAULT_TENANT}" + (" (created)" if created else ""))
         print("next: kmipfast client issue NAME --tenant default --out DIR; kmipfast serve")
     return 0
+
+
+def _ensure_softhsm_installed() -> None:
+    """The built-in HSM is SoftHSM2: install Debian's package when it is missing."""
+    from kmipfast.keys.softhsm import find_softhsm_module
+
+    if find_softhsm_module() is not None and shutil.which("softhsm2-util"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise CliError("SoftHSM2 is missing: apt-get install softhsm2, or set hsm.module")
+    print("installing softhsm2 (Debian package) for the built-in HSM", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "softhsm2"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            raise CliError(f"{' '.join(cmd)}: {last}")
 
 
 def _ensure_pki(config: Config, sans: list[str] | None) -> None:
@@ -98,13 +119,13 @@ def _ensure_pki(config: Config, sans: list[str] | None) -> None:
         pki.write_certs(cert_path, [cert, ca])
 
 
-async def _ensure_default_tenant(config: Config) -> bool:
+async def _ensure_default_tenant(config: Config) -> int:
     async with runtime(config) as rt:
         if await rt.store.get_tenant(DEFAULT_TENANT) is not None:
-            return False
+            return 0
         await rt.services.keys.create_tenant(DEFAULT_TENANT)
         rt.services.audit.admin("tenant created", tenant=DEFAULT_TENANT)
-        return True
+        return 1
 
 
 BUNDLE_CLIENT = "local-admin"
@@ -114,14 +135,14 @@ def bundle_dir(config: Config) -> Path:
     return config.data_dir / "clients" / "bundle"
 
 
-async def _ensure_bundle(config: Config) -> None:
+async def _ensure_bundle(config: Config) -> int:
     """A client bundle for tenant default, so a fresh install can be tried at once."""
     out = bundle_dir(config)
     if (out / f"{BUNDLE_CLIENT}.crt").exists():
-        return
+        return 0
     async with runtime(config) as rt:
         if await rt.store.get_client(BUNDLE_CLIENT) is not None:
-            return
+            return 0
         _crt, _key, pem = _issue_bundle(config, BUNDLE_CLIENT, out, "ec")
         await _allow(rt, pem, BUNDLE_CLIENT, DEFAULT_TENANT)
     host, port = parse_listen(config.server.listen)
@@ -134,6 +155,7 @@ async def _ensure_bundle(config: Config) -> None:
         "cert_reqs=CERT_REQUIRED\nssl_version=PROTOCOL_TLS\ndo_handshake_on_connect=True\n"
         "suppress_ragged_eofs=True\n"
     )
+    return 1
 
 
 # -- serve ----------------------------------------------------------------------------
@@ -197,10 +219,10 @@ def _print_how_to_connect(config: Config, host: str, port: int) -> None:
     print(f"client bundle (tenant default): cert {crt}, key {key}, CA {ca}", flush=True)
     print(f"PyKMIP client config: {out / 'pykmip.conf'}", flush=True)
     print(
-        "  python -c \"from kmip.pie.client import ProxyKmipClient; "
+        '  python -c "from kmip.pie.client import ProxyKmipClient; '
         f"from kmip import enums; c = ProxyKmipClient(config_file='{out / 'pykmip.conf'}'); "
         "c.open(); uid = c.create(enums.CryptographicAlgorithm.AES, 256); "
-        "print(uid, len(c.get(uid).value)); c.close()\"",
+        'print(uid, len(c.get(uid).value)); c.close()"',
         flush=True,
     )
 
@@ -414,7 +436,7 @@ def _date(ts: int | None) -> str | None:
 def cmd_selfcheck(args: argparse.Namespace) -> int:
     from kmipfast import _native
 
-    tree = (0x420078, 1, [(0x420069, 1, [(0x42006A, 2, 1), (0x42006B, 2, 4)])])
+    tree: _native.Item = (0x420078, 1, [(0x420069, 1, [(0x42006A, 2, 1), (0x42006B, 2, 4)])])
     assert _native.decode(_native.encode(tree)) == tree
     print(f"kmipfast {__version__}, native module {_native.__version__}: self-check ok")
     return 0

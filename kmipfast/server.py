@@ -25,6 +25,7 @@ import logging
 import signal
 import ssl
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,8 +123,10 @@ class KmipProtocol(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
 
     # -- connection ---------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's SSL transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's SSL transport is not an asyncio.Transport subclass, but it is one.
+        transport = typing.cast(asyncio.Transport, base)
+        self.transport = transport
         srv = self.server
         peer = _peer(transport)
         if not srv.state.accepting or len(srv.state.connections) >= srv.config.limits.max_sessions:

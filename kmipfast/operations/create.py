@@ -9,7 +9,7 @@ or HSM trouble while unsealing the tenant's master key).
 from __future__ import annotations
 
 from kmipfast import _native
-from kmipfast.operations import common, objects
+from kmipfast.operations import certificates, common, objects
 from kmipfast.protocol import attributes as attrs
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import ObjectType
@@ -60,6 +60,8 @@ async def register(ctx: Context, payload: Item | None) -> Item:
         return await _register_template(ctx, obj, item, args)
     master = await ctx.services.keys.master(ctx.tenant)
     found = objects.seal_registered(obj, master, item)
+    if object_type == ObjectType.Certificate:
+        found.update(certificates.certificate_attributes(item))
     for name, (typ, value) in found.items():
         obj.set(name, typ, value)
     # The Key Block's own algorithm/length win; a template repeating them is fine.

@@ -66,7 +66,7 @@ async def revoke(ctx: Context, payload: Item | None) -> Item:
     ctx.uid = uid
     reason = ttlv.find(payload, T_REVOCATION_REASON)
     code = ttlv.value(reason, T_REVOCATION_CODE)
-    if code is None:
+    if reason is None or code is None:
         raise missing("Revocation Reason Code")
     vault = ctx.services.vault
     async with vault.lock(ctx.tenant, uid):

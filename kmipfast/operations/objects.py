@@ -162,7 +162,7 @@ def seal_registered(obj: ManagedObject, master: _native.MasterKey, item: Item) -
         }
         if obj.object_type == ObjectType.SecretData:
             obj.meta["secret_type"] = ttlv.value(item, T_SECRET_DATA_TYPE)
-        digest_source = raw
+        digest_source: bytes | None = raw
     else:
         encoded = _native.encode(item)
         obj.key_blob = master.seal(encoded, obj.binding)
