@@ -24,11 +24,32 @@ _FLUSH_LINES = 64
 _FLUSH_SECONDS = 0.1
 
 
+_NAMES: dict[type, dict[int, str]] = {
+    e: {int(m): m.name for m in e} for e in (Operation, ResultReason, ResultStatus)
+}
+
+
 def _name(enum: type[Operation] | type[ResultReason] | type[ResultStatus], value: int) -> str:
-    try:
-        return enum(value).name
-    except ValueError:
-        return f"0x{value:08X}"
+    name = _NAMES[enum].get(value)
+    return name if name is not None else f"0x{value:08X}"
+
+
+class _Clock:
+    """The ISO time string, formatted once per second rather than once per line."""
+
+    second = -1
+    text = ""
+
+    @classmethod
+    def now(cls) -> str:
+        t = int(time.time())
+        if t != cls.second:
+            cls.second = t
+            cls.text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        return cls.text
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 class AuditLog:
@@ -46,8 +67,8 @@ class AuditLog:
     def write(self, event: dict[str, Any]) -> None:
         if self._file is None:
             return
-        event.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        line = json.dumps(event, separators=(",", ":"), sort_keys=False)
+        event.setdefault("time", _Clock.now())
+        line = _ENCODE(event)
         with self._lock:
             self._file.write(line + "\n")
             self._pending += 1

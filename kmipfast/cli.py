@@ -146,7 +146,14 @@ async def _ensure_bundle(config: Config) -> int:
         _crt, _key, pem = _issue_bundle(config, BUNDLE_CLIENT, out, "ec")
         await _allow(rt, pem, BUNDLE_CLIENT, DEFAULT_TENANT)
     host, port = parse_listen(config.server.listen)
-    (out / "pykmip.conf").write_text(
+    write_pykmip_conf(out, host, port)
+    return 1
+
+
+def write_pykmip_conf(out: Path, host: str, port: int) -> Path:
+    """A PyKMIP client configuration for the bundle in ``out``."""
+    path = out / "pykmip.conf"
+    path.write_text(
         "[client]\n"
         f"host={host}\nport={port}\n"
         f"certfile={out / (BUNDLE_CLIENT + '.crt')}\n"
@@ -155,7 +162,7 @@ async def _ensure_bundle(config: Config) -> int:
         "cert_reqs=CERT_REQUIRED\nssl_version=PROTOCOL_TLS\ndo_handshake_on_connect=True\n"
         "suppress_ragged_eofs=True\n"
     )
-    return 1
+    return path
 
 
 # -- serve ----------------------------------------------------------------------------
@@ -206,9 +213,22 @@ async def _serve(config: Config, host: str, port: int) -> int:
             rt.services.audit,
             on_ready=ready,
         )
+        preload = asyncio.ensure_future(_preload_master_keys(rt))
         await server.serve(host, port)
+        preload.cancel()
     print("kmipfast stopped", flush=True)
     return 0
+
+
+async def _preload_master_keys(rt: Runtime) -> None:
+    """Unseal every tenant's master key at start, so the first requests after a restart
+    (a cluster reboot storm) find them held instead of queueing on the HSM."""
+    log = logging.getLogger("kmipfast")
+    for tenant in await rt.store.list_tenants():
+        try:
+            await rt.services.keys.master(tenant.name)
+        except Exception as e:  # reported again, as a KMIP error, to whoever needs it
+            log.warning("master key of tenant %s not available: %s", tenant.name, e)
 
 
 def _print_how_to_connect(config: Config, host: str, port: int) -> None:
@@ -216,6 +236,7 @@ def _print_how_to_connect(config: Config, host: str, port: int) -> None:
     if not (out / f"{BUNDLE_CLIENT}.crt").exists():
         return
     crt, key, ca = out / f"{BUNDLE_CLIENT}.crt", out / f"{BUNDLE_CLIENT}.key", out / "ca.crt"
+    write_pykmip_conf(out, "127.0.0.1" if host in ("0.0.0.0", "::") else host, port)
     print(f"client bundle (tenant default): cert {crt}, key {key}, CA {ca}", flush=True)
     print(f"PyKMIP client config: {out / 'pykmip.conf'}", flush=True)
     print(

@@ -64,8 +64,45 @@ TLS12_CIPHERS = ":".join(
 )
 
 
+# Called with (reason, detail) for every handshake OpenSSL refuses; set by KmipServer.
+_handshake_refused: Callable[[str, str], None] | None = None
+
+# OpenSSL's words -> the operator's (DESIGN §4: a refused client is never a mystery).
+_REFUSAL_REASONS = (
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "no client certificate"),
+    ("certificate has expired", "expired certificate"),
+    ("certificate is not yet valid", "certificate not yet valid"),
+    ("unable to get local issuer certificate", "unknown CA or unknown self-signed certificate"),
+    ("self-signed certificate", "unknown self-signed certificate"),
+    ("certificate signature failure", "bad certificate signature"),
+    ("unsupported certificate purpose", "certificate not for client authentication"),
+    ("WRONG_VERSION_NUMBER", "not TLS (plain KMIP sent to the TLS port?)"),
+    ("UNSUPPORTED_PROTOCOL", "TLS version too old"),
+    ("NO_SHARED_CIPHER", "no shared cipher suite"),
+)
+
+
+class _AuditedSSLObject(ssl.SSLObject):
+    """Reports refused handshakes: uvloop logs them only in debug mode."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as e:
+            hook = _handshake_refused
+            if hook is not None:
+                detail = getattr(e, "verify_message", None) or e.reason or str(e)
+                text = f"{e.reason} {detail}"
+                reason = next((r for key, r in _REFUSAL_REASONS if key in text), "TLS error")
+                hook(reason, str(detail))
+            raise
+
+
 def build_ssl_context(config: Config, trusted: list[bytes]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.sslobject_class = _AuditedSSLObject
     ctx.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if config.server.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
@@ -298,13 +335,8 @@ class KmipServer:
         self._stop = asyncio.Event()
 
     def refused(self, reason: str, **fields: Any) -> None:
-        log.warning(
-            "refused client %s: %s (fingerprint %s, subject %s)",
-            fields.get("peer"),
-            reason,
-            fields.get("fingerprint"),
-            fields.get("subject"),
-        )
+        shown = ", ".join(f"{k} {v}" for k, v in fields.items() if v is not None)
+        log.warning("refused client: %s (%s)", reason, shown)
         self.audit.refusal(reason, **fields)
 
     def _swap_context(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
@@ -330,6 +362,7 @@ class KmipServer:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
+            self.audit.flush()  # audit lines of a quiet period reach the file too
             try:
                 await self._refresh_allow_list()
             except Exception:
@@ -346,7 +379,12 @@ class KmipServer:
             return
         loop.default_exception_handler(context)
 
+    def _on_handshake_refused(self, reason: str, detail: str) -> None:
+        self.refused(f"TLS handshake refused: {reason}", detail=detail)
+
     async def serve(self, host: str, port: int) -> None:
+        global _handshake_refused
+        _handshake_refused = self._on_handshake_refused
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._exception_handler)
         await self._refresh_allow_list(force=True)

@@ -172,6 +172,8 @@ class KeyHierarchy:
 
     def _start_unseal(self, tenant: str) -> asyncio.Future[_Held]:
         fut: asyncio.Future[_Held] = asyncio.get_running_loop().create_future()
+        # A background refresh may fail with nobody waiting: mark it retrieved.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending[tenant] = fut
         task = asyncio.ensure_future(self._unseal(tenant, fut))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)

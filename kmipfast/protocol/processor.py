@@ -132,11 +132,12 @@ class Processor:
                 now,
                 [messages.failure(None, ResultReason.InvalidMessage, f"malformed TTLV: {e}")],
             )
-        version = messages.answer_version(messages.read_version(tree))
         try:
             request = messages.parse_request(tree)
         except KmipError as e:
+            version = messages.answer_version(messages.read_version(tree))
             return self._encode(version, now, [outcome_of(e, None)])
+        version = messages.answer_version(request.header.version)
         if len(request.items) > self.max_batch_items:
             failure = messages.failure(
                 None,
