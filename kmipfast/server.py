@@ -167,7 +167,7 @@ class KmipProtocol(asyncio.Protocol):
         srv = self.server
         peer = _peer(transport)
         if not srv.state.accepting or len(srv.state.connections) >= srv.config.limits.max_sessions:
-            log.warning("refusing %s: session limit reached", peer)
+            srv.refused("session limit reached or shutting down", peer=peer)
             transport.abort()
             return
         sslobj = transport.get_extra_info("ssl_object")

@@ -121,10 +121,10 @@ async def delete_attribute(ctx: Context, payload: Item | None) -> Item:
     """§4.16: removes one instance (index 0 unless given)."""
     uid = ctx.uid_from(payload)
     ctx.uid = uid
-    name = ttlv.value(payload, T_ATTRIBUTE_NAME)
-    if not isinstance(name, str):
+    name = ttlv.typed(payload, T_ATTRIBUTE_NAME, ttlv.TEXT_STRING)
+    if name is None:
         raise missing("Attribute Name")
-    index = ttlv.value(payload, T_ATTRIBUTE_INDEX) or 0
+    index = ttlv.typed(payload, T_ATTRIBUTE_INDEX, ttlv.INTEGER, 0)
     attrs.require(attrs.rule_for(name), name, "delete")
     vault = ctx.services.vault
     async with vault.lock(ctx.tenant, uid):

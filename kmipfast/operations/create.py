@@ -21,7 +21,7 @@ from kmipfast.vault import ManagedObject
 
 async def create(ctx: Context, payload: Item | None) -> Item:
     """§4.1: a new symmetric key, generated and sealed inside native code."""
-    object_type = ttlv.value(payload, common.T_OBJECT_TYPE)
+    object_type = ttlv.typed(payload, common.T_OBJECT_TYPE, ttlv.ENUMERATION)
     if object_type is None:
         raise missing("Object Type")
     if object_type != ObjectType.SymmetricKey:
@@ -45,7 +45,7 @@ async def create(ctx: Context, payload: Item | None) -> Item:
 
 async def register(ctx: Context, payload: Item | None) -> Item:
     """§4.3: stores a client-supplied object, sealed."""
-    object_type = ttlv.value(payload, common.T_OBJECT_TYPE)
+    object_type = ttlv.typed(payload, common.T_OBJECT_TYPE, ttlv.ENUMERATION)
     if object_type is None:
         raise missing("Object Type")
     tag = objects.OBJECT_TAGS.get(object_type)

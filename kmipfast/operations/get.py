@@ -41,7 +41,9 @@ async def get(ctx: Context, payload: Item | None) -> Item:
             ResultReason.Sensitive, "the object is sensitive and key wrapping is not offered"
         )
     master = await ctx.services.keys.master(ctx.tenant)
-    item = objects.object_item(obj, master, ttlv.value(payload, T_KEY_FORMAT_TYPE))
+    item = objects.object_item(
+        obj, master, ttlv.typed(payload, T_KEY_FORMAT_TYPE, ttlv.ENUMERATION)
+    )
     if obj.first("Fresh") is True:
         await _served(ctx, uid)
     return common.payload(
@@ -54,7 +56,7 @@ async def check(ctx: Context, payload: Item | None) -> Item:
     uid = ctx.uid_from(payload)
     ctx.uid = uid
     obj = await ctx.services.vault.fetch(ctx.tenant, uid)
-    wanted = ttlv.value(payload, T_USAGE_MASK)
+    wanted = ttlv.typed(payload, T_USAGE_MASK, ttlv.INTEGER)
     have = obj.first("Cryptographic Usage Mask")
     if wanted is not None and have is not None and wanted & ~have:
         raise KmipError(

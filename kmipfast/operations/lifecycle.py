@@ -65,7 +65,7 @@ async def revoke(ctx: Context, payload: Item | None) -> Item:
     uid = ctx.uid_from(payload)
     ctx.uid = uid
     reason = ttlv.find(payload, T_REVOCATION_REASON)
-    code = ttlv.value(reason, T_REVOCATION_CODE)
+    code = ttlv.typed(reason, T_REVOCATION_CODE, ttlv.ENUMERATION)
     if reason is None or code is None:
         raise missing("Revocation Reason Code")
     vault = ctx.services.vault
@@ -76,7 +76,7 @@ async def revoke(ctx: Context, payload: Item | None) -> Item:
         if code in _COMPROMISE:
             obj.state = State.Compromised
             obj.set("Compromise Date", ttlv.DATE_TIME, ctx.now)
-            occurred = ttlv.value(payload, T_COMPROMISE_OCCURRENCE)
+            occurred = ttlv.typed(payload, T_COMPROMISE_OCCURRENCE, ttlv.DATE_TIME)
             obj.set("Compromise Occurrence Date", ttlv.DATE_TIME, occurred or ctx.now)
         elif obj.state == State.Compromised:
             raise KmipError(

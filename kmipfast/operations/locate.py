@@ -45,11 +45,11 @@ async def locate(ctx: Context, payload: Item | None) -> Item:
     if states is None:
         # Destroyed objects keep their attributes but are no longer found (§4.9).
         states = list(_FINDABLE)
-    maximum = ttlv.value(payload, T_MAXIMUM_ITEMS)
-    offset = ttlv.value(payload, T_OFFSET_ITEMS) or 0
+    maximum = ttlv.typed(payload, T_MAXIMUM_ITEMS, ttlv.INTEGER)
+    offset = ttlv.typed(payload, T_OFFSET_ITEMS, ttlv.INTEGER, 0)
     if (maximum is not None and maximum < 0) or offset < 0:
         raise invalid_field("Maximum Items and Offset Items must not be negative")
-    mask = ttlv.value(payload, T_STORAGE_STATUS_MASK)
+    mask = ttlv.typed(payload, T_STORAGE_STATUS_MASK, ttlv.INTEGER)
     if mask is not None and not mask & StorageStatusMask.OnLineStorage:
         uids: list[str] = []
     else:

@@ -55,7 +55,7 @@ async def rekey(ctx: Context, payload: Item | None) -> Item:
     """§4.4: generates the replacement natively; the original keeps its material."""
     uid = ctx.uid_from(payload)
     vault = ctx.services.vault
-    offset = ttlv.value(payload, T_OFFSET)
+    offset = ttlv.typed(payload, T_OFFSET, ttlv.INTERVAL)
     args = await common.template_attributes(ctx, payload)
     async with vault.lock(ctx.tenant, uid):
         old = (await vault.fetch(ctx.tenant, uid)).copy()

@@ -102,9 +102,10 @@ def parse_request(tree: Item) -> Request:
     version = read_version(tree)
     if version is None:
         raise _invalid("Protocol Version is missing or malformed")
-    count = ttlv.value(header_item, T_BATCH_COUNT)
-    if not isinstance(count, int):
+    count_item = ttlv.find(header_item, T_BATCH_COUNT)
+    if count_item is None or count_item[1] != ttlv.INTEGER:
         raise _invalid("Batch Count is missing")
+    count = count_item[2]
     header = RequestHeader(version=version, batch_count=count)
     for child in ttlv.children(header_item):
         setter = _HEADER_FIELDS.get(child[0])
@@ -114,13 +115,16 @@ def parse_request(tree: Item) -> Request:
     for child in ttlv.children(tree):
         if child[0] != T_BATCH_ITEM:
             continue
-        op = ttlv.value(child, T_OPERATION)
-        if not isinstance(op, int):
-            raise _invalid("a Batch Item has no Operation")
+        op_item = ttlv.find(child, T_OPERATION)
+        if op_item is None or op_item[1] != ttlv.ENUMERATION:
+            raise _invalid("a Batch Item has no Operation enumeration")
+        batch_id = ttlv.find(child, T_BATCH_ID)
+        if batch_id is not None:
+            _checked(batch_id, ttlv.BYTE_STRING)
         items.append(
             RequestItem(
-                operation=op,
-                batch_id=ttlv.value(child, T_BATCH_ID),
+                operation=op_item[2],
+                batch_id=None if batch_id is None else batch_id[2],
                 payload=ttlv.find(child, T_REQUEST_PAYLOAD),
                 extension=ttlv.find(child, T_EXTENSION),
             )
@@ -134,19 +138,30 @@ def parse_request(tree: Item) -> Request:
     return Request(header=header, items=items)
 
 
+def _checked(item: Item, typ: int) -> None:
+    if item[1] != typ:
+        raise _invalid(f"{ttlv.tag_name(item[0])} has the wrong item type")
+
+
 def _set_max_response(h: RequestHeader, item: Item) -> None:
+    _checked(item, ttlv.INTEGER)
+    if item[2] <= 0:
+        raise _invalid("Maximum Response Size must be positive")
     h.max_response_size = item[2]
 
 
 def _set_async(h: RequestHeader, item: Item) -> None:
+    _checked(item, ttlv.BOOLEAN)
     h.async_indicator = bool(item[2])
 
 
 def _set_order(h: RequestHeader, item: Item) -> None:
+    _checked(item, ttlv.BOOLEAN)
     h.batch_order = bool(item[2])
 
 
 def _set_error_option(h: RequestHeader, item: Item) -> None:
+    _checked(item, ttlv.ENUMERATION)
     h.error_option = item[2]
 
 

@@ -70,9 +70,9 @@ class Context:
 
     def uid_from(self, payload: Item | None) -> str:
         """The Unique Identifier of the request, or the ID Placeholder (§6.6 of 1.4)."""
-        uid = ttlv.value(payload, T_UNIQUE_IDENTIFIER)
-        if isinstance(uid, str):
-            return uid
+        uid = ttlv.typed(payload, T_UNIQUE_IDENTIFIER, ttlv.TEXT_STRING)
+        if uid is not None:
+            return str(uid)
         if self.placeholder is not None:
             return self.placeholder
         raise KmipError(
@@ -147,7 +147,10 @@ class Processor:
             )
             return self._encode(version, now, [failure])
         results = await self._run_batch(session, request, version, now)
-        limit = request.header.max_response_size or self.max_response_size
+        # The client may ask for less than the server's limit, never for more.
+        limit = min(
+            request.header.max_response_size or self.max_response_size, self.max_response_size
+        )
         encoded = self._encode(version, now, results)
         if len(encoded) > limit:
             # §7.1 Maximum Response Size: payloads are dropped, the client is told why.
@@ -208,7 +211,7 @@ class Processor:
                 f"protocol version {requested[0]}.{requested[1]} is not supported; "
                 "this server speaks KMIP 1.0 to 1.4",
             )
-        if item.extension is not None and ttlv.value(item.extension, T_CRITICALITY) is True:
+        if item.extension is not None and ttlv.value(item.extension, T_CRITICALITY) is not False:
             # §6.16: an extension the server does not understand and that is marked
             # critical fails the item.
             return messages.failure(

@@ -95,6 +95,19 @@ def value(item: Item | None, tag: int, default: Any = None) -> Any:
     return default if child is None else child[2]
 
 
+def typed(item: Item | None, tag: int, typ: int, default: Any = None) -> Any:
+    """The value of the first child with ``tag``, which must be of item type ``typ``:
+    a field of the wrong type is the client's error (Invalid Field), not ours."""
+    child = find(item, tag)
+    if child is None:
+        return default
+    if child[1] != typ:
+        from kmipfast.protocol.errors import invalid_field
+
+        raise invalid_field(f"{tag_name(tag)} must be of type {ItemType(typ).name}")
+    return child[2]
+
+
 def tag_name(tag: int) -> str:
     try:
         return Tag(tag).name

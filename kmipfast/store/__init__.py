@@ -2,6 +2,7 @@
 
 from kmipfast.store.base import (
     ClientRecord,
+    NodeRecord,
     ObjectRecord,
     Store,
     StoreConflict,
@@ -13,6 +14,7 @@ from kmipfast.store.base import (
 
 __all__ = [
     "ClientRecord",
+    "NodeRecord",
     "ObjectRecord",
     "Store",
     "StoreConflict",

@@ -69,6 +69,22 @@ class TenantRecord:
     master_key_version: int
     created: int
     rotated: int | None
+    # While a re-encryption moves objects to the current master key, the one they move
+    # away from (sealed by the same root key); None otherwise.
+    previous_sealed_master_key: bytes | None = field(default=None, repr=False)
+    previous_master_key_version: int | None = None
+
+
+@dataclass(slots=True)
+class NodeRecord:
+    """A running server process and the data version it has acted on."""
+
+    id: str
+    pid: int
+    host: str
+    data_version: int
+    seen: int  # POSIX seconds of its last report
+    held: str  # comma-separated tenants whose master keys it holds
 
 
 @dataclass(slots=True)
@@ -213,6 +229,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_client_by_fingerprint(self, fingerprint: str) -> ClientRecord | None: ...
+
+    # -- nodes ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_node(self, rec: NodeRecord) -> None:
+        """Insert or replace a node's report (does not bump the data version)."""
+
+    @abc.abstractmethod
+    async def list_nodes(self) -> list[NodeRecord]: ...
 
     @abc.abstractmethod
     async def data_version(self) -> int:

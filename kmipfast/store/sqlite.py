@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from kmipfast.store.base import (
     ClientRecord,
+    NodeRecord,
     ObjectRecord,
     Store,
     StoreConflict,
@@ -109,13 +110,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
     INSERT INTO meta (key, value) VALUES ('data_version', 0);
     """,
+    # 2: root-key lifecycle: the master key a re-encryption moves objects away from,
+    # and the server processes ("nodes") with the data version each has acted on.
+    """
+    ALTER TABLE tenants ADD COLUMN previous_sealed_master_key BLOB;
+    ALTER TABLE tenants ADD COLUMN previous_master_key_version INTEGER;
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        data_version INTEGER NOT NULL,
+        seen INTEGER NOT NULL,
+        held TEXT NOT NULL
+    ) STRICT;
+    """,
 )
 
 # Column lists in record field order (ObjectRecord's attributes live in their own table).
 _OBJECT_FIELDS = ("uid", "tenant", "object_type", "state", "key_blob", "key_meta", "created",
                   "updated", "version")  # fmt: skip
 _TENANT_FIELDS = ("name", "root_label", "sealed_master_key", "master_key_version", "created",
-                  "rotated")  # fmt: skip
+                  "rotated", "previous_sealed_master_key",
+                  "previous_master_key_version")  # fmt: skip
+_NODE_FIELDS = ("id", "pid", "host", "data_version", "seen", "held")
 _CLIENT_FIELDS = ("name", "tenant", "fingerprint", "subject", "issuer", "not_after", "created",
                   "ca_rule")  # fmt: skip
 _OBJECT_COLUMNS = ", ".join(_OBJECT_FIELDS)
@@ -237,7 +254,8 @@ def _create_tenant(rec: TenantRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         try:
             conn.execute(
-                f"INSERT INTO tenants ({_TENANT_COLUMNS}) VALUES ({_placeholders(6)})",
+                f"INSERT INTO tenants ({_TENANT_COLUMNS}) VALUES "
+                f"({_placeholders(len(_TENANT_FIELDS))})",
                 _row(rec, _TENANT_FIELDS),
             )
         except sqlite3.IntegrityError as exc:
@@ -251,17 +269,32 @@ def _create_tenant(rec: TenantRecord) -> WriteFn:
 def _update_tenant(rec: TenantRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         old = conn.execute(
-            "SELECT sealed_master_key FROM tenants WHERE name = ?", (rec.name,)
+            "SELECT sealed_master_key, previous_sealed_master_key FROM tenants WHERE name = ?",
+            (rec.name,),
         ).fetchone()
         if old is None:
             raise StoreError(f"tenant {rec.name} does not exist")
         conn.execute(
-            "UPDATE tenants SET root_label = ?, sealed_master_key = ?, master_key_version = ?,"
-            " created = ?, rotated = ? WHERE name = ?",
+            "UPDATE tenants SET "
+            + ", ".join(f"{f} = ?" for f in _TENANT_FIELDS[1:])
+            + " WHERE name = ?",
             (*_row(rec, _TENANT_FIELDS)[1:], rec.name),
         )
         conn.execute(_BUMP_DATA_VERSION)
-        return None, old[0] is not None and old[0] != rec.sealed_master_key
+        gone = {old[0], old[1]} - {None, rec.sealed_master_key, rec.previous_sealed_master_key}
+        return None, bool(gone)
+
+    return fn
+
+
+def _put_node(rec: NodeRecord) -> WriteFn:
+    def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
+        conn.execute(
+            f"INSERT OR REPLACE INTO nodes ({', '.join(_NODE_FIELDS)}) VALUES "
+            f"({_placeholders(len(_NODE_FIELDS))})",
+            _row(rec, _NODE_FIELDS),
+        )
+        return None, False
 
     return fn
 
@@ -737,6 +770,17 @@ class SqliteStore(Store):
     async def get_client_by_fingerprint(self, fingerprint: str) -> ClientRecord | None:
         found = await self._clients("WHERE fingerprint = ?", (fingerprint,))
         return found[0] if found else None
+
+    async def put_node(self, rec: NodeRecord) -> None:
+        await self._write(_put_node(rec))
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {', '.join(_NODE_FIELDS)} FROM nodes ORDER BY id"
+            ).fetchall()
+        )
+        return [NodeRecord(*row) for row in rows]
 
     async def data_version(self) -> int:
         rows = await self._read(

@@ -63,9 +63,7 @@ def pv(major: int, minor: int) -> Item:
     )
 
 
-def header(
-    count: int, version: tuple[int, int] = (1, 4), extra: tuple[Item, ...] = ()
-) -> Item:
+def header(count: int, version: tuple[int, int] = (1, 4), extra: tuple[Item, ...] = ()) -> Item:
     return ttlv.struct(Tag.RequestHeader, pv(*version), *extra, ttlv.integer(Tag.BatchCount, count))
 
 
@@ -257,7 +255,9 @@ class Kmip:
         version: tuple[int, int] = (1, 4),
         session: Session = DEFAULT,
     ) -> Result:
-        [result] = results(await self.send(message(batch_item(op, *payload), version=version), session))
+        [result] = results(
+            await self.send(message(batch_item(op, *payload), version=version), session)
+        )
         return result
 
     async def ok(self, op: int, *payload: Item | None, **kw: Any) -> Item | None:
@@ -291,7 +291,7 @@ Body = Callable[[Kmip], Awaitable[None]]
 @contextlib.asynccontextmanager
 async def open_kmip(data_dir: Path, **limits: int) -> Any:
     write_default_config(data_dir, software_root=True)
-    cfg = load_config(data_dir)
+    cfg = load_config(data_dir, environ={})
     async with runtime(cfg, audit=False) as rt:
         await rt.services.keys.create_tenant("default")
         await rt.services.keys.create_tenant("b")
@@ -333,7 +333,11 @@ def test_unique_batch_item_ids_are_echoed_in_order_6_4(serve: Callable[..., None
         resp = await k.send(
             message(
                 batch_item(Operation.DiscoverVersions, batch_id=ids[0]),
-                batch_item(Operation.Query, ttlv.enum(Tag.QueryFunction, QueryFunction.QueryOperations), batch_id=ids[1]),
+                batch_item(
+                    Operation.Query,
+                    ttlv.enum(Tag.QueryFunction, QueryFunction.QueryOperations),
+                    batch_id=ids[1],
+                ),
                 batch_item(Operation.Create, *aes_create(), batch_id=ids[2]),
             )
         )
@@ -375,14 +379,20 @@ def test_id_placeholder_carries_create_to_later_items_6_6(serve: Callable[..., N
         resp = await k.send(
             message(
                 batch_item(Operation.Create, *aes_create(), batch_id=b"1"),
-                batch_item(Operation.GetAttributes, text(Tag.AttributeName, "State"), batch_id=b"2"),
+                batch_item(
+                    Operation.GetAttributes, text(Tag.AttributeName, "State"), batch_id=b"2"
+                ),
                 batch_item(Operation.Activate, batch_id=b"3"),
-                batch_item(Operation.GetAttributes, text(Tag.AttributeName, "State"), batch_id=b"4"),
+                batch_item(
+                    Operation.GetAttributes, text(Tag.AttributeName, "State"), batch_id=b"4"
+                ),
                 batch_item(Operation.Get, batch_id=b"5"),
             )
         )
         create, before, activate, after, get = results(resp)
-        assert all(r.ok for r in (create, before, activate, after, get)), [str(r) for r in results(resp)]
+        assert all(r.ok for r in (create, before, activate, after, get)), [
+            str(r) for r in results(resp)
+        ]
         key = ttlv.value(create.payload, Tag.UniqueIdentifier)
         for r in (before, activate, after, get):
             assert uids_of(r.payload) == [key]
@@ -629,11 +639,6 @@ def test_server_response_limit_applies_without_a_client_maximum_6_3(
     serve(body, max_response_size=4096)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: processor.py Processor.handle uses the client's Maximum Response Size "
-    "instead of min(client, server): a client lifts the server's max_response_size",
-)
 def test_client_maximum_response_size_cannot_exceed_the_server_limit_6_3(
     serve: Callable[..., None],
 ) -> None:
@@ -736,7 +741,14 @@ def test_protocol_version_2_0_fails_every_operation_but_discover_versions_6_1(
 
 @pytest.mark.parametrize(
     ("requested", "answered"),
-    [((1, 0), (1, 0)), ((1, 1), (1, 1)), ((1, 2), (1, 2)), ((1, 3), (1, 3)), ((1, 4), (1, 4)), ((1, 9), (1, 4))],
+    [
+        ((1, 0), (1, 0)),
+        ((1, 1), (1, 1)),
+        ((1, 2), (1, 2)),
+        ((1, 3), (1, 3)),
+        ((1, 4), (1, 4)),
+        ((1, 9), (1, 4)),
+    ],
 )
 def test_response_is_in_the_request_version_6_1(
     serve: Callable[..., None], requested: tuple[int, int], answered: tuple[int, int]
@@ -891,7 +903,9 @@ def test_revoke_then_destroy_is_destroyed_and_get_fails_4_20_4_21(
     async def body(k: Kmip) -> None:
         key = await k.create()
         await k.ok(Operation.Activate, uid(key))
-        await k.ok(Operation.Revoke, uid(key), revocation(RevocationReasonCode.CessationOfOperation))
+        await k.ok(
+            Operation.Revoke, uid(key), revocation(RevocationReasonCode.CessationOfOperation)
+        )
         assert await k.state(key) == State.Deactivated
         assert "Deactivation Date" in attrs_of(await k.attributes(key))
         await k.ok(Operation.Destroy, uid(key))
@@ -915,6 +929,16 @@ def test_destroy_of_pre_active_is_destroyed_4_21(serve: Callable[..., None]) -> 
         await k.ok(Operation.Destroy, uid(key))
         assert await k.state(key) == State.Destroyed
         await k.fail(ResultReason.ItemNotFound, Operation.Get, uid(key))
+
+    serve(body)
+
+
+def test_create_with_a_past_activation_date_is_active_3_24(serve: Callable[..., None]) -> None:
+    async def body(k: Kmip) -> None:
+        past = await k.create(attribute("Activation Date", ItemType.DateTime, 1_000_000_000))
+        assert await k.state(past) == State.Active
+        future = await k.create(attribute("Activation Date", ItemType.DateTime, 2**40))
+        assert await k.state(future) == State.PreActive
 
     serve(body)
 
@@ -1009,13 +1033,17 @@ def test_custom_x_attributes_are_multi_instance_with_indexes_3_1_4_14_4_16(
     async def body(k: Kmip) -> None:
         key = await k.create()
         for i, v in enumerate(["a", "b", "c"]):
-            r = await k.ok(Operation.AddAttribute, uid(key), attribute("x-tag", ItemType.TextString, v))
+            r = await k.ok(
+                Operation.AddAttribute, uid(key), attribute("x-tag", ItemType.TextString, v)
+            )
             assert attrs_of(r) == {"x-tag": [(i, v)]}
         got = attrs_of(await k.attributes(key, "x-tag"))
         assert got == {"x-tag": [(0, "a"), (1, "b"), (2, "c")]}
 
         modified = await k.ok(
-            Operation.ModifyAttribute, uid(key), attribute("x-tag", ItemType.TextString, "B", index=1)
+            Operation.ModifyAttribute,
+            uid(key),
+            attribute("x-tag", ItemType.TextString, "B", index=1),
         )
         assert attrs_of(modified) == {"x-tag": [(1, "B")]}
         deleted = await k.ok(
@@ -1040,7 +1068,9 @@ def test_get_attributes_of_a_missing_x_attribute_succeeds_without_it_4_12(
     # vCenter probes its x- attributes one by one (DESIGN: vCenter 7.0.3 capture).
     async def body(k: Kmip) -> None:
         key = await k.create(attribute("x-Identifier", ItemType.TextString, "vm-1"))
-        r = await k.call(Operation.GetAttributes, uid(key), text(Tag.AttributeName, "x-Missing"), version=(1, 1))
+        r = await k.call(
+            Operation.GetAttributes, uid(key), text(Tag.AttributeName, "x-Missing"), version=(1, 1)
+        )
         assert r.ok
         assert uids_of(r.payload) == [key]
         assert list(ttlv.find_all(r.payload, Tag.Attribute)) == []
@@ -1087,10 +1117,18 @@ def _state_attr(s: int) -> Item:
 
 def test_locate_filters_4_9(serve: Callable[..., None]) -> None:
     async def body(k: Kmip) -> None:
-        k1 = await k.create(name_attribute("alpha"), attribute("x-team", ItemType.TextString, "red"))
-        k2 = await k.create(name_attribute("beta"), attribute("x-team", ItemType.TextString, "blue"))
-        k3 = await k.create(name_attribute("gamma"), attribute("x-team", ItemType.TextString, "red"))
-        secret = ttlv.value(await k.ok(Operation.Register, *_secret(b"hunter2")), Tag.UniqueIdentifier)
+        k1 = await k.create(
+            name_attribute("alpha"), attribute("x-team", ItemType.TextString, "red")
+        )
+        k2 = await k.create(
+            name_attribute("beta"), attribute("x-team", ItemType.TextString, "blue")
+        )
+        k3 = await k.create(
+            name_attribute("gamma"), attribute("x-team", ItemType.TextString, "red")
+        )
+        secret = ttlv.value(
+            await k.ok(Operation.Register, *_secret(b"hunter2")), Tag.UniqueIdentifier
+        )
         await k.ok(Operation.Activate, uid(k2))
 
         async def locate(*filters: Item) -> list[str]:
@@ -1240,7 +1278,9 @@ def test_register_then_get_secret_data_4_3_4_11(serve: Callable[..., None]) -> N
         assert ttlv.value(secret, Tag.SecretDataType) == SecretDataType.Password
         block = ttlv.find(secret, Tag.KeyBlock)
         assert ttlv.value(block, Tag.KeyFormatType) == KeyFormatType.Opaque
-        assert key_material(got) == ttlv.byte_string(Tag.KeyMaterial, b"correct horse battery staple")
+        assert key_material(got) == ttlv.byte_string(
+            Tag.KeyMaterial, b"correct horse battery staple"
+        )
 
     serve(body)
 
@@ -1269,14 +1309,19 @@ def test_register_then_get_certificate_4_3_4_11(serve: Callable[..., None]) -> N
         )
         key = ttlv.value(
             await k.ok(
-                Operation.Register, ttlv.enum(Tag.ObjectType, ObjectType.Certificate), template(), obj
+                Operation.Register,
+                ttlv.enum(Tag.ObjectType, ObjectType.Certificate),
+                template(),
+                obj,
             ),
             Tag.UniqueIdentifier,
         )
         got = await k.ok(Operation.Get, uid(key))
         assert ttlv.value(got, Tag.ObjectType) == ObjectType.Certificate
         assert ttlv.find(got, Tag.Certificate) == obj
-        assert uids_of(await k.ok(Operation.Locate, _object_type_attr(ObjectType.Certificate))) == [key]
+        assert uids_of(await k.ok(Operation.Locate, _object_type_attr(ObjectType.Certificate))) == [
+            key
+        ]
 
     serve(body)
 
@@ -1307,7 +1352,9 @@ def test_register_then_get_symmetric_key_in_both_formats_4_3_4_11(
         raw = await k.ok(Operation.Get, uid(key))
         assert key_material(raw) == ttlv.byte_string(Tag.KeyMaterial, material)
         tsk = await k.ok(
-            Operation.Get, uid(key), ttlv.enum(Tag.KeyFormatType, KeyFormatType.TransparentSymmetricKey)
+            Operation.Get,
+            uid(key),
+            ttlv.enum(Tag.KeyFormatType, KeyFormatType.TransparentSymmetricKey),
         )
         assert ttlv.value(key_material(tsk), Tag.Key) == material
         got = await k.attributes(key, "Cryptographic Length", "Cryptographic Algorithm")
@@ -1322,17 +1369,21 @@ def test_register_then_get_symmetric_key_in_both_formats_4_3_4_11(
 
 def test_rekey_links_replacement_and_replaced_4_4(serve: Callable[..., None]) -> None:
     async def body(k: Kmip) -> None:
-        old = await k.create(name_attribute("rotating"), attribute("x-team", ItemType.TextString, "red"))
+        old = await k.create(
+            name_attribute("rotating"), attribute("x-team", ItemType.TextString, "red")
+        )
         await k.ok(Operation.Activate, uid(old))
         new = ttlv.value(await k.ok(Operation.ReKey, uid(old)), Tag.UniqueIdentifier)
         assert new != old
 
         def links(payload: Item | None) -> list[tuple[int, str]]:
-            return [
-                (ttlv.value(v, Tag.LinkType), ttlv.value(v, Tag.LinkedObjectIdentifier))
-                for v in values_of(payload, "Link")
-                for v in [(0, ttlv.STRUCTURE, v)]
-            ]
+            out = []
+            for fields in values_of(payload, "Link"):
+                link = ttlv.struct_of(Tag.Link, fields)
+                out.append(
+                    (ttlv.value(link, Tag.LinkType), ttlv.value(link, Tag.LinkedObjectIdentifier))
+                )
+            return out
 
         assert links(await k.attributes(old, "Link")) == [(LinkType.ReplacementObjectLink, new)]
         assert links(await k.attributes(new, "Link")) == [(LinkType.ReplacedObjectLink, old)]
@@ -1375,6 +1426,104 @@ def test_rekey_of_compromised_key_is_permission_denied_4_4(serve: Callable[..., 
         key = await k.create()
         await k.ok(Operation.Revoke, uid(key), revocation(RevocationReasonCode.KeyCompromise))
         await k.fail(ResultReason.PermissionDenied, Operation.ReKey, uid(key))
+
+    serve(body)
+
+
+# ---------------------------------------------------------------------------
+# Robustness: fields of the wrong item type
+
+
+def test_unique_batch_item_id_of_the_wrong_type_gets_an_answer_6_4_7_2(
+    serve: Callable[..., None],
+) -> None:
+    async def body(k: Kmip) -> None:
+        item = ttlv.struct(
+            Tag.BatchItem,
+            ttlv.enum(Tag.Operation, Operation.DiscoverVersions),
+            ttlv.integer(Tag.UniqueBatchItemID, 5),
+            ttlv.struct(Tag.RequestPayload),
+        )
+        resp = await k.send(ttlv.struct(Tag.RequestMessage, header(1), item))
+        [r] = results(resp)
+        assert r.reason == ResultReason.InvalidMessage
+
+    serve(body)
+
+
+def test_maximum_response_size_of_the_wrong_type_gets_an_answer_6_3_7_2(
+    serve: Callable[..., None],
+) -> None:
+    async def body(k: Kmip) -> None:
+        tree = message(
+            batch_item(Operation.DiscoverVersions),
+            extra=(ttlv.text(Tag.MaximumResponseSize, "4096"),),
+        )
+        [r] = results(await k.send(tree))
+        assert r.reason == ResultReason.InvalidMessage
+
+    serve(body)
+
+
+_WRONG_TYPES: list[Any] = [
+    pytest.param(
+        Operation.Locate,
+        [ttlv.text(Tag.MaximumItems, "3")],
+        id="Locate-MaximumItems-text",
+    ),
+    pytest.param(
+        Operation.Locate,
+        [ttlv.text(Tag.OffsetItems, "3")],
+        id="Locate-OffsetItems-text",
+    ),
+    pytest.param(
+        Operation.DeleteAttribute,
+        [text(Tag.AttributeName, "x-a"), ttlv.text(Tag.AttributeIndex, "0")],
+        id="DeleteAttribute-AttributeIndex-text",
+    ),
+    pytest.param(
+        Operation.Get,
+        [ttlv.text(Tag.KeyFormatType, "Raw")],
+        id="Get-KeyFormatType-text",
+    ),
+    pytest.param(
+        Operation.ReKey,
+        [ttlv.text(Tag.Offset, "60")],
+        id="ReKey-Offset-text",
+    ),
+    pytest.param(
+        Operation.Check,
+        [ttlv.text(Tag.CryptographicUsageMask, "12")],
+        id="Check-UsageMask-text",
+    ),
+    pytest.param(
+        Operation.GetAttributes,
+        [ttlv.integer(Tag.AttributeName, 3)],
+        id="GetAttributes-AttributeName-integer",
+    ),
+    pytest.param(
+        Operation.Revoke,
+        [ttlv.text(Tag.RevocationReason, "compromise")],
+        id="Revoke-RevocationReason-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("op", "fields"), _WRONG_TYPES)
+def test_field_of_the_wrong_item_type_is_invalid_field_not_general_failure_11(
+    serve: Callable[..., None], op: int, fields: list[Item]
+) -> None:
+    """§11 error handling: a field of the wrong type is the client's mistake (Invalid
+    Field or Invalid Message), never a General Failure that hides it."""
+
+    async def body(k: Kmip) -> None:
+        key = await k.create(attribute("x-a", ItemType.TextString, "v"))
+        r = await k.call(op, uid(key), *fields)
+        assert r.reason != ResultReason.GeneralFailure, str(r)
+        assert (r.status, r.reason) in {
+            (ResultStatus.OperationFailed, ResultReason.InvalidField),
+            (ResultStatus.OperationFailed, ResultReason.InvalidMessage),
+        } or r.ok, str(r)
 
     serve(body)
 
@@ -1460,7 +1609,11 @@ def _scalar() -> st.SearchStrategy[Item]:
 
 def _attribute_like(children: st.SearchStrategy[list[Item]]) -> st.SearchStrategy[Item]:
     return st.tuples(_ATTRIBUTE_NAMES, st.lists(_scalar(), max_size=2), children).map(
-        lambda t: (int(Tag.Attribute), ttlv.STRUCTURE, [text(Tag.AttributeName, t[0]), *t[1], *t[2]])
+        lambda t: (
+            int(Tag.Attribute),
+            ttlv.STRUCTURE,
+            [text(Tag.AttributeName, t[0]), *t[1], *t[2]],
+        )
     )
 
 
@@ -1475,7 +1628,9 @@ def _trees() -> st.SearchStrategy[Item]:
     return st.recursive(_scalar(), extend, max_leaves=12)
 
 
-_OPERATIONS = st.one_of(st.sampled_from(sorted(DISPATCH)), st.sampled_from(list(Operation)), _UINT32)
+_OPERATIONS = st.one_of(
+    st.sampled_from(sorted(DISPATCH)), st.sampled_from(list(Operation)), _UINT32
+)
 
 
 @st.composite
@@ -1513,8 +1668,14 @@ def test_wrong_payload_trees_always_get_a_well_formed_response_7_2(tmp_path: Pat
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
-        @given(items=_fuzz_items(), which=st.integers(0, 1), version=st.sampled_from([(1, 0), (1, 1), (1, 4)]))
-        def check(items: list[tuple[int, list[Item], bool]], which: int, version: tuple[int, int]) -> None:
+        @given(
+            items=_fuzz_items(),
+            which=st.integers(0, 1),
+            version=st.sampled_from([(1, 0), (1, 1), (1, 4)]),
+        )
+        def check(
+            items: list[tuple[int, list[Item], bool]], which: int, version: tuple[int, int]
+        ) -> None:
             built = [
                 batch_item(op, *([uid(keys[which])] if lead else []), *payload, batch_id=bytes([i]))
                 for i, (op, payload, lead) in enumerate(items)
