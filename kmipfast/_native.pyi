@@ -139,4 +139,6 @@ class Hsm:
     def ping(self) -> None: ...
     def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, MasterKey]:
         """A fresh master key from the HSM's RNG, sealed by root key ``label``."""
+    def seal_master_key(self, label: str, master: MasterKey, aad: bytes) -> bytes:
+        """Seal an existing master key under root key ``label`` (root rotation)."""
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> MasterKey: ...

@@ -17,7 +17,7 @@ from kmipfast.audit import AuditLog
 from kmipfast.config import Config, read_pin
 from kmipfast.errors import HsmError
 from kmipfast.keys import softhsm
-from kmipfast.keys.hierarchy import KeyHierarchy, RootKeys, SoftwareRoot
+from kmipfast.keys.hierarchy import KeyHierarchy, ReconnectingRoot, RootKeys, SoftwareRoot
 from kmipfast.services import Services
 from kmipfast.store.base import Store, open_store
 from kmipfast.vault import Vault
@@ -27,9 +27,18 @@ log = logging.getLogger("kmipfast")
 
 def open_root_keys(config: Config) -> RootKeys:
     """The configured place of root keys: a PKCS#11 module, the SoftHSM2 token under the
-    data dir, or (development only) the software root."""
+    data dir, or (development only) the software root.  The HSM is opened on first use
+    and reopened after failures (see ReconnectingRoot)."""
     if config.hsm.software_root:
         return SoftwareRoot(config.data_dir / "dev-root")
+    if config.hsm_module_path is not None:
+        # A missing or unreadable PIN is a configuration error: say so at start.
+        pin = read_pin(config)
+        pin[:] = bytes(len(pin))
+    return ReconnectingRoot(lambda: _open_hsm(config))
+
+
+def _open_hsm(config: Config) -> RootKeys:
     module = config.hsm_module_path
     if module is None:
         settings = softhsm.ensure_token(config.data_dir, config.hsm.token_label)

@@ -26,7 +26,7 @@ import signal
 import ssl
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,12 +323,20 @@ class KmipServer:
         audit: AuditLog,
         *,
         on_ready: Callable[[str, int], None] | None = None,
+        on_data_change: Callable[[], Awaitable[None]] | None = None,
+        report: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.processor = processor
         self.allow = allow
         self.audit = audit
         self.on_ready = on_ready
+        # Called when the store's data version moved (tenants, clients changed by the
+        # CLI or another node), then ``report`` tells the store which version this
+        # process has acted on: `root shred` waits for that.
+        self.on_data_change = on_data_change
+        self.report = report
+        self._reported = 0.0
         self.state = ServerState()
         self._context: ssl.SSLContext | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -346,6 +354,11 @@ class KmipServer:
 
     async def _refresh_allow_list(self, force: bool = False) -> None:
         changed = await self.allow.reload_if_changed()
+        if changed and self.on_data_change is not None:
+            await self.on_data_change()
+        if self.report is not None and (changed or time.monotonic() - self._reported > 5.0):
+            self._reported = time.monotonic()
+            await self.report(self.allow.version)
         if not (changed or force):
             return
         self._context = build_ssl_context(self.config, self.allow.trusted_pems())

@@ -9,12 +9,15 @@ so after Revoke or Destroy has answered success no request can see the old state
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
+import typing
 import weakref
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kmipfast import _native
 from kmipfast.protocol import ttlv
@@ -22,6 +25,9 @@ from kmipfast.protocol.attributes import T_VALUE
 from kmipfast.protocol.errors import not_found
 from kmipfast.protocol.ttlv import Item
 from kmipfast.store.base import ObjectRecord, Store, StoreConflict
+
+T = TypeVar("T")
+_UPDATE_ATTEMPTS = 4
 
 
 @dataclass(slots=True)
@@ -188,6 +194,27 @@ class Vault:
             raise
         obj.version = rec.version
         self._remember(obj)
+
+    async def update(
+        self, tenant: str, uid: str, change: Callable[[ManagedObject], Awaitable[T] | T]
+    ) -> tuple[ManagedObject, T]:
+        """Read-modify-write of one object: ``change`` edits a private copy, which is
+        saved durably.  If another process changed the row meanwhile (a re-encryption,
+        another node), the write conflicts and the whole step runs again on a fresh read."""
+        async with self.lock(tenant, uid):
+            for attempt in range(_UPDATE_ATTEMPTS):
+                obj = (await self.fetch(tenant, uid)).copy()
+                result = change(obj)
+                if inspect.isawaitable(result):
+                    result = await result
+                try:
+                    await self.save(obj)
+                except StoreConflict:
+                    if attempt == _UPDATE_ATTEMPTS - 1:
+                        raise
+                    continue
+                return obj, typing.cast(T, result)
+        raise AssertionError("unreachable")
 
     async def delete(self, tenant: str, uid: str) -> None:
         await self.store.delete_object(tenant, uid)

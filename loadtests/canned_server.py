@@ -23,7 +23,7 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kmipmsgs import GET_RESPONSE  # noqa: E402
+from kmipmsgs import GET_RESPONSE
 
 MAX_MESSAGE = 1 << 20
 
@@ -71,8 +71,9 @@ def context(cert: str, key: str, ca: str) -> ssl.SSLContext:
 
 async def serve(host: str, port: int, ctx: ssl.SSLContext) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Canned, host, port, ssl=ctx, backlog=4096,
-                                      ssl_handshake_timeout=30.0)
+    server = await loop.create_server(
+        Canned, host, port, ssl=ctx, backlog=4096, ssl_handshake_timeout=30.0
+    )
     bound = server.sockets[0].getsockname()
     print(f"canned listening on {bound[0]}:{bound[1]}", flush=True)
     stop = loop.create_future()

@@ -111,20 +111,40 @@ def request(operation: int, payload: list[Any]) -> bytes:
 
 def register_secret(data: bytes, name: str) -> bytes:
     """Register of Secret Data (Password), as storage arrays store their keys."""
-    template = (0x420091, STRUCTURE, [
-        (0x420008, STRUCTURE, [(0x42000A, TEXT, "Cryptographic Usage Mask"),
-                               (0x42000B, 0x02, 0x0C)]),
-        (0x420008, STRUCTURE, [(0x42000A, TEXT, "Name"),
-                               (0x42000B, STRUCTURE, [(0x420055, TEXT, name),
-                                                      (0x420054, 0x05, 1)])]),
-    ])
-    secret = (0x420085, STRUCTURE, [
-        (0x420090, 0x05, 1),  # Secret Data Type: Password
-        (0x420040, STRUCTURE, [  # Key Block
-            (0x420042, 0x05, 2),  # Key Format Type: Opaque
-            (0x420045, STRUCTURE, [(0x420043, 0x08, data)]),  # Key Value / Key Material
-        ]),
-    ])
+    template = (
+        0x420091,
+        STRUCTURE,
+        [
+            (
+                0x420008,
+                STRUCTURE,
+                [(0x42000A, TEXT, "Cryptographic Usage Mask"), (0x42000B, 0x02, 0x0C)],
+            ),
+            (
+                0x420008,
+                STRUCTURE,
+                [
+                    (0x42000A, TEXT, "Name"),
+                    (0x42000B, STRUCTURE, [(0x420055, TEXT, name), (0x420054, 0x05, 1)]),
+                ],
+            ),
+        ],
+    )
+    secret = (
+        0x420085,
+        STRUCTURE,
+        [
+            (0x420090, 0x05, 1),  # Secret Data Type: Password
+            (
+                0x420040,
+                STRUCTURE,
+                [  # Key Block
+                    (0x420042, 0x05, 2),  # Key Format Type: Opaque
+                    (0x420045, STRUCTURE, [(0x420043, 0x08, data)]),  # Key Value / Key Material
+                ],
+            ),
+        ],
+    )
     return request(3, [(0x420057, 0x05, 7), template, secret])  # Object Type: Secret Data
 
 

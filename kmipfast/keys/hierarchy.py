@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -39,7 +40,9 @@ class RootKeys(Protocol):
     def root_key_exists(self, label: str) -> bool: ...
     def destroy_root_key(self, label: str) -> None: ...
     def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, _native.MasterKey]: ...
+    def seal_master_key(self, label: str, master: _native.MasterKey, aad: bytes) -> bytes: ...
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> _native.MasterKey: ...
+    def ping(self) -> None: ...
 
 
 class SoftwareRoot:
@@ -97,12 +100,76 @@ class SoftwareRoot:
         tmk = _native.MasterKey.generate()
         return root.seal_master(tmk, aad), tmk
 
+    def seal_master_key(self, label: str, master: _native.MasterKey, aad: bytes) -> bytes:
+        return self._load(label).seal_master(master, aad)
+
+    def ping(self) -> None:
+        if not self.directory.is_dir():
+            raise HsmUnavailable(f"software root directory {self.directory} is missing")
+
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> _native.MasterKey:
         root = self._load(label)
         try:
             return root.open_master(sealed, aad)
         except _native.InvalidUnwrap as e:
             raise HsmIntegrityError(str(e)) from None
+
+
+class ReconnectingRoot:
+    """The HSM, opened on first use and again after it failed to open, with backoff
+    (1 s doubling to 30 s), so a server starts and serves held master keys while the
+    HSM is away and picks it up by itself when it is back.  Session-level faults of
+    an open HSM are the native pool's to recover (it reopens sessions)."""
+
+    def __init__(self, opener: Callable[[], RootKeys]) -> None:
+        self._opener = opener
+        self._root: RootKeys | None = None
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._delay = 1.0
+        self.last_error: str | None = None
+
+    def _get(self) -> RootKeys:
+        with self._lock:
+            if self._root is not None:
+                return self._root
+            now = time.monotonic()
+            if now < self._retry_at:
+                raise HsmUnavailable(
+                    f"{self.last_error} (next attempt in {self._retry_at - now:.0f} s)"
+                )
+            try:
+                self._root = self._opener()
+            except HsmError as e:
+                self.last_error = str(e)
+                self._retry_at = now + self._delay
+                self._delay = min(self._delay * 2, 30.0)
+                log.warning("HSM not available: %s", e)
+                raise HsmUnavailable(self.last_error) from None
+            self._delay = 1.0
+            self.last_error = None
+            return self._root
+
+    def generate_root_key(self, label: str) -> None:
+        self._get().generate_root_key(label)
+
+    def root_key_exists(self, label: str) -> bool:
+        return self._get().root_key_exists(label)
+
+    def destroy_root_key(self, label: str) -> None:
+        self._get().destroy_root_key(label)
+
+    def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, _native.MasterKey]:
+        return self._get().new_master_key(label, aad)
+
+    def seal_master_key(self, label: str, master: _native.MasterKey, aad: bytes) -> bytes:
+        return self._get().seal_master_key(label, master, aad)
+
+    def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> _native.MasterKey:
+        return self._get().unseal_master_key(label, sealed, aad)
+
+    def ping(self) -> None:
+        self._get().ping()
 
 
 def master_aad(tenant: str, version: int) -> bytes:
@@ -131,11 +198,19 @@ def hsm_failure(exc: HsmError, tenant: str) -> KmipError:
 class _Held:
     key: _native.MasterKey
     since: float
-    version: int
+
+
+class StaleGeneration(KmipError):
+    """An object sealed under a master key generation the tenant no longer has (a
+    re-encryption finished since the object was read): re-read it and retry."""
 
 
 class KeyHierarchy:
-    """Tenant master keys on demand, for a bounded time."""
+    """Tenant master keys on demand, for a bounded time.
+
+    A tenant has one current master key generation and, while a re-encryption runs,
+    the previous one; every sealed object records its generation (``meta["tmk"]``).
+    """
 
     def __init__(
         self,
@@ -151,84 +226,135 @@ class KeyHierarchy:
         self.executor = executor
         self.hold_seconds = hold_seconds
         self.on_unseal = on_unseal
-        self._held: dict[str, _Held] = {}
-        self._pending: dict[str, asyncio.Future[_Held]] = {}
+        self._held: dict[tuple[str, int], _Held] = {}
+        self._current: dict[str, int] = {}
+        self._pending: dict[tuple[str, int | None], asyncio.Future[tuple[int, _Held]]] = {}
 
     async def _in_executor(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def master(self, tenant: str) -> _native.MasterKey:
-        held = self._held.get(tenant)
-        now = time.monotonic()
-        if held is not None:
-            age = now - held.since
-            if age < self.hold_seconds:
-                if age > 0.8 * self.hold_seconds and tenant not in self._pending:
-                    self._start_unseal(tenant)
-                return held.key
-            self.drop(tenant)
-        fut = self._pending.get(tenant) or self._start_unseal(tenant)
-        return (await asyncio.shield(fut)).key
+    async def master(self, tenant: str, version: int | None = None) -> _native.MasterKey:
+        """The master key of ``tenant`` (generation ``version``, default the current)."""
+        return (await self.current(tenant, version))[1]
 
-    def _start_unseal(self, tenant: str) -> asyncio.Future[_Held]:
-        fut: asyncio.Future[_Held] = asyncio.get_running_loop().create_future()
+    async def current(
+        self, tenant: str, version: int | None = None
+    ) -> tuple[int, _native.MasterKey]:
+        """``(generation, key)``: the current generation unless ``version`` is given."""
+        gen = self._current.get(tenant) if version is None else version
+        held = None if gen is None else self._held.get((tenant, gen))
+        if held is not None and gen is not None:
+            age = time.monotonic() - held.since
+            if age < self.hold_seconds:
+                if age > 0.8 * self.hold_seconds and (tenant, version) not in self._pending:
+                    self._start_unseal(tenant, version)
+                return gen, held.key
+            self._drop_key(tenant, gen)
+        fut = self._pending.get((tenant, version)) or self._start_unseal(tenant, version)
+        got_gen, got = await asyncio.shield(fut)
+        return got_gen, got.key
+
+    def _start_unseal(self, tenant: str, version: int | None) -> asyncio.Future[tuple[int, _Held]]:
+        fut: asyncio.Future[tuple[int, _Held]] = asyncio.get_running_loop().create_future()
         # A background refresh may fail with nobody waiting: mark it retrieved.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending[tenant] = fut
-        task = asyncio.ensure_future(self._unseal(tenant, fut))
+        self._pending[(tenant, version)] = fut
+        task = asyncio.ensure_future(self._unseal(tenant, version, fut))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return fut
 
-    async def _unseal(self, tenant: str, fut: asyncio.Future[_Held]) -> None:
+    async def _unseal(
+        self, tenant: str, version: int | None, fut: asyncio.Future[tuple[int, _Held]]
+    ) -> None:
         try:
             rec = await self.store.get_tenant(tenant)
             if rec is None or rec.sealed_master_key is None:
+                self.drop(tenant)
                 raise KmipError(
                     ResultReason.CryptographicFailure,
                     f"tenant {tenant!r} has no master key (shredded or never created)",
                 )
+            self._current[tenant] = rec.master_key_version
+            gen = rec.master_key_version if version is None else version
+            if gen == rec.master_key_version:
+                sealed = rec.sealed_master_key
+            elif gen == rec.previous_master_key_version and rec.previous_sealed_master_key:
+                sealed = rec.previous_sealed_master_key
+            else:
+                self._drop_key(tenant, gen)
+                raise StaleGeneration(
+                    ResultReason.CryptographicFailure,
+                    f"master key generation {gen} of tenant {tenant!r} no longer exists",
+                )
             try:
                 key = await self._in_executor(
-                    self.root.unseal_master_key,
-                    rec.root_label,
-                    rec.sealed_master_key,
-                    master_aad(tenant, rec.master_key_version),
+                    self.root.unseal_master_key, rec.root_label, sealed, master_aad(tenant, gen)
                 )
             except HsmError as e:
                 if isinstance(e, HsmKeyNotFound):
                     self.drop(tenant)
                 raise hsm_failure(e, tenant) from None
-            held = _Held(key=key, since=time.monotonic(), version=rec.master_key_version)
-            old = self._held.get(tenant)
-            self._held[tenant] = held
-            if old is not None and old.key is not key and old.version != held.version:
+            held = _Held(key=key, since=time.monotonic())
+            old = self._held.get((tenant, gen))
+            self._held[(tenant, gen)] = held
+            if old is not None and old.key is not key:
                 old.key.wipe()
             if self.on_unseal is not None:
                 self.on_unseal(tenant)
-            fut.set_result(held)
+            fut.set_result((gen, held))
         except BaseException as e:
             fut.set_exception(e)
         finally:
-            self._pending.pop(tenant, None)
+            self._pending.pop((tenant, version), None)
 
-    def drop(self, tenant: str) -> None:
-        """Forget (and wipe) a held master key, e.g. after a shred."""
-        held = self._held.pop(tenant, None)
+    def _drop_key(self, tenant: str, gen: int) -> None:
+        held = self._held.pop((tenant, gen), None)
         if held is not None:
             held.key.wipe()
 
+    def drop(self, tenant: str) -> None:
+        """Forget (and wipe) every held master key of a tenant, e.g. after a shred."""
+        for key in [k for k in self._held if k[0] == tenant]:
+            self._drop_key(*key)
+        self._current.pop(tenant, None)
+
     def drop_all(self) -> None:
-        for tenant in list(self._held):
+        for tenant in {k[0] for k in self._held}:
             self.drop(tenant)
 
     def holds(self, tenant: str) -> bool:
-        return tenant in self._held
+        return any(k[0] == tenant for k in self._held)
+
+    def held_tenants(self) -> list[str]:
+        return sorted({k[0] for k in self._held})
+
+    async def sync(self) -> list[str]:
+        """Brings held keys in line with the tenant records (after another process
+        rotated, re-encrypted or shredded): drops what is gone.  Returns the tenants
+        whose keys changed, so cached objects of theirs can be re-read."""
+        changed = []
+        for tenant in self.held_tenants():
+            rec = await self.store.get_tenant(tenant)
+            if rec is None or rec.sealed_master_key is None:
+                self.drop(tenant)
+                changed.append(tenant)
+                continue
+            live = {rec.master_key_version}
+            if rec.previous_sealed_master_key is not None and rec.previous_master_key_version:
+                live.add(rec.previous_master_key_version)
+            stale = [k for k in self._held if k[0] == tenant and k[1] not in live]
+            if stale or self._current.get(tenant) != rec.master_key_version:
+                changed.append(tenant)
+            for key in stale:
+                self._drop_key(*key)
+            self._current[tenant] = rec.master_key_version
+        return changed
 
     async def create_tenant(self, name: str) -> TenantRecord:
         """A new tenant: a root key in the HSM and a master key sealed by it."""
         if await self.store.get_tenant(name) is not None:
             raise StoreConflict(f"tenant {name!r} already exists")
-        label = f"kmipfast-root-{name}-{secrets.token_hex(4)}"
+        label = new_root_label(name)
         await self._in_executor(self.root.generate_root_key, label)
         try:
             sealed, key = await self._in_executor(
@@ -247,5 +373,10 @@ class KeyHierarchy:
         except BaseException:
             await self._in_executor(self.root.destroy_root_key, label)
             raise
-        self._held[name] = _Held(key=key, since=time.monotonic(), version=1)
+        self._held[(name, 1)] = _Held(key=key, since=time.monotonic())
+        self._current[name] = 1
         return rec
+
+
+def new_root_label(tenant: str) -> str:
+    return f"kmipfast-root-{tenant}-{secrets.token_hex(4)}"

@@ -78,11 +78,13 @@ async def add_attribute(ctx: Context, payload: Item | None) -> Item:
     ctx.uid = uid
     arg = _the_attribute(payload)
     vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+
+    def change(obj: ManagedObject) -> int:
         index = common.apply_attribute(obj, arg, "add")
         obj.touch(ctx.now)
-        await vault.save(obj)
+        return index
+
+    obj, index = await vault.update(ctx.tenant, uid, change)
     value = obj.attributes[arg.name][index]
     return common.payload(common.uid_item(uid), attrs.attribute_item(arg.name, index, value))
 
@@ -92,12 +94,13 @@ async def modify_attribute(ctx: Context, payload: Item | None) -> Item:
     uid = ctx.uid_from(payload)
     ctx.uid = uid
     arg = _the_attribute(payload)
-    if arg.value is None:
+    value = arg.value
+    if value is None:
         raise invalid_field("Modify Attribute needs an Attribute Value")
     rule = attrs.require(attrs.rule_for(arg.name), arg.name, "modify")
     vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+
+    def change(obj: ManagedObject) -> Item:
         if rule.modify_states is not None and obj.state not in rule.modify_states:
             raise KmipError(
                 ResultReason.PermissionDenied,
@@ -109,11 +112,13 @@ async def modify_attribute(ctx: Context, payload: Item | None) -> Item:
             raise KmipError(
                 ResultReason.ItemNotFound, f"the object has no {arg.name!r} at index {index}"
             )
-        present[index] = (attrs.T_VALUE, arg.value[1], arg.value[2])
+        present[index] = (attrs.T_VALUE, value[1], value[2])
         obj.touch(ctx.now)
-        await vault.save(obj)
+        return present[index]
+
+    _obj, changed = await vault.update(ctx.tenant, uid, change)
     return common.payload(
-        common.uid_item(uid), attrs.attribute_item(arg.name, index, present[index])
+        common.uid_item(uid), attrs.attribute_item(arg.name, arg.index or 0, changed)
     )
 
 
@@ -127,8 +132,8 @@ async def delete_attribute(ctx: Context, payload: Item | None) -> Item:
     index = ttlv.typed(payload, T_ATTRIBUTE_INDEX, ttlv.INTEGER, 0)
     attrs.require(attrs.rule_for(name), name, "delete")
     vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+
+    def change(obj: ManagedObject) -> Item:
         present = obj.attributes.get(name, [])
         if index >= len(present):
             raise KmipError(
@@ -138,5 +143,7 @@ async def delete_attribute(ctx: Context, payload: Item | None) -> Item:
         if not present:
             del obj.attributes[name]
         obj.touch(ctx.now)
-        await vault.save(obj)
+        return removed
+
+    _obj, removed = await vault.update(ctx.tenant, uid, change)
     return common.payload(common.uid_item(uid), attrs.attribute_item(name, index, removed))

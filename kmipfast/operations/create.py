@@ -35,8 +35,8 @@ async def create(ctx: Context, payload: Item | None) -> Item:
         raise missing("Cryptographic Algorithm attribute")
     if length is None:
         raise missing("Cryptographic Length attribute")
-    master = await ctx.services.keys.master(ctx.tenant)
-    objects.seal_generated(obj, master, algorithm, length)
+    sealer = await ctx.services.keys.current(ctx.tenant)
+    objects.seal_generated(obj, sealer, algorithm, length)
     common.mark_generated(obj)
     await ctx.services.vault.insert(obj)
     ctx.uid = obj.uid
@@ -58,8 +58,8 @@ async def register(ctx: Context, payload: Item | None) -> Item:
     obj = common.new_object(ctx, object_type)
     if object_type == ObjectType.Template:
         return await _register_template(ctx, obj, item, args)
-    master = await ctx.services.keys.master(ctx.tenant)
-    found = objects.seal_registered(obj, master, item)
+    sealer = await ctx.services.keys.current(ctx.tenant)
+    found = objects.seal_registered(obj, sealer, item)
     if object_type == ObjectType.Certificate:
         found.update(certificates.certificate_attributes(item))
     for name, (typ, value) in found.items():

@@ -2,12 +2,14 @@
 
 Result Reasons: Item Not Found (unknown uid, another tenant's, or key material
 destroyed), Key Format Type Not Supported, Key Compression Type Not Supported,
-Feature Not Supported (key wrapping on Get), Cryptographic Failure (root key gone,
-a sealed blob that fails its binding), General Failure (HSM unavailable).
+Feature Not Supported (key wrapping on Get), Sensitive / Not Extractable (1.4),
+Cryptographic Failure (root key gone, a sealed blob that fails its binding), General
+Failure (HSM unavailable).
 """
 
 from __future__ import annotations
 
+from kmipfast.keys.hierarchy import StaleGeneration
 from kmipfast.operations import common, objects
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import ResultReason
@@ -15,6 +17,7 @@ from kmipfast.protocol.errors import KmipError
 from kmipfast.protocol.processor import Context
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
+from kmipfast.vault import ManagedObject
 
 T_KEY_FORMAT_TYPE = int(Tag.KeyFormatType)
 T_KEY_COMPRESSION = int(Tag.KeyCompressionType)
@@ -32,23 +35,41 @@ async def get(ctx: Context, payload: Item | None) -> Item:
         raise KmipError(
             ResultReason.KeyCompressionTypeNotSupported, "key compression is not supported"
         )
-    vault = ctx.services.vault
-    obj = await vault.fetch(ctx.tenant, uid)
+    requested = ttlv.typed(payload, T_KEY_FORMAT_TYPE, ttlv.ENUMERATION)
+    try:
+        obj, item = await _served_item(ctx, uid, requested)
+    except StaleGeneration:
+        # Re-encrypted since it was cached: the stored row is under the new generation.
+        ctx.services.vault.forget(ctx.tenant, uid)
+        obj, item = await _served_item(ctx, uid, requested)
+    if obj.first("Fresh") is True:
+        await _served(ctx, uid)
+    return common.payload(
+        ttlv.enum(common.T_OBJECT_TYPE, obj.object_type), common.uid_item(uid), item
+    )
+
+
+async def _served_item(ctx: Context, uid: str, requested: int | None) -> tuple[ManagedObject, Item]:
+    obj = await ctx.services.vault.fetch(ctx.tenant, uid)
     if obj.first("Extractable") is False:
         raise KmipError(ResultReason.NotExtractable, "the object is not extractable")
     if obj.first("Sensitive") is True:
         raise KmipError(
             ResultReason.Sensitive, "the object is sensitive and key wrapping is not offered"
         )
-    master = await ctx.services.keys.master(ctx.tenant)
-    item = objects.object_item(
-        obj, master, ttlv.typed(payload, T_KEY_FORMAT_TYPE, ttlv.ENUMERATION)
-    )
-    if obj.first("Fresh") is True:
-        await _served(ctx, uid)
-    return common.payload(
-        ttlv.enum(common.T_OBJECT_TYPE, obj.object_type), common.uid_item(uid), item
-    )
+    master = None
+    if obj.key_blob is not None:
+        master = await ctx.services.keys.master(ctx.tenant, objects.generation(obj))
+    return obj, objects.object_item(obj, master, requested)
+
+
+async def _served(ctx: Context, uid: str) -> None:
+    """Fresh (§3.34) turns False once the object has been served; one write per key."""
+
+    def change(obj: ManagedObject) -> None:
+        obj.set("Fresh", ttlv.BOOLEAN, False)
+
+    await ctx.services.vault.update(ctx.tenant, uid, change)
 
 
 async def check(ctx: Context, payload: Item | None) -> Item:
@@ -63,13 +84,3 @@ async def check(ctx: Context, payload: Item | None) -> Item:
             ResultReason.IllegalOperation, "the object's usage mask does not allow that usage"
         )
     return common.payload(common.uid_item(uid))
-
-
-async def _served(ctx: Context, uid: str) -> None:
-    """Fresh (§3.34) turns False once the object has been served; one write per key."""
-    vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
-        if obj.first("Fresh") is True:
-            obj.set("Fresh", ttlv.BOOLEAN, False)
-            await vault.save(obj)

@@ -19,6 +19,7 @@ from kmipfast.protocol.errors import KmipError, missing
 from kmipfast.protocol.processor import Context
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
+from kmipfast.vault import ManagedObject
 
 T_REVOCATION_REASON = int(Tag.RevocationReason)
 T_REVOCATION_CODE = int(Tag.RevocationReasonCode)
@@ -45,8 +46,8 @@ async def activate(ctx: Context, payload: Item | None) -> Item:
     uid = ctx.uid_from(payload)
     ctx.uid = uid
     vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+
+    def change(obj: ManagedObject) -> None:
         if obj.state != State.PreActive:
             raise KmipError(
                 ResultReason.PermissionDenied,
@@ -56,7 +57,8 @@ async def activate(ctx: Context, payload: Item | None) -> Item:
         obj.set("State", ttlv.ENUMERATION, State.Active)
         obj.set("Activation Date", ttlv.DATE_TIME, ctx.now)
         obj.touch(ctx.now)
-        await vault.save(obj)
+
+    await vault.update(ctx.tenant, uid, change)
     return common.payload(common.uid_item(uid))
 
 
@@ -69,8 +71,8 @@ async def revoke(ctx: Context, payload: Item | None) -> Item:
     if reason is None or code is None:
         raise missing("Revocation Reason Code")
     vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+
+    def change(obj: ManagedObject) -> None:
         if obj.state not in _LIVE:
             raise KmipError(ResultReason.PermissionDenied, "a destroyed object cannot be revoked")
         if code in _COMPROMISE:
@@ -88,7 +90,8 @@ async def revoke(ctx: Context, payload: Item | None) -> Item:
         obj.set("State", ttlv.ENUMERATION, obj.state)
         obj.attributes["Revocation Reason"] = [(int(Tag.AttributeValue), ttlv.STRUCTURE, reason[2])]
         obj.touch(ctx.now)
-        await vault.save(obj)
+
+    await vault.update(ctx.tenant, uid, change)
     return common.payload(common.uid_item(uid))
 
 
@@ -97,8 +100,8 @@ async def destroy(ctx: Context, payload: Item | None) -> Item:
     uid = ctx.uid_from(payload)
     ctx.uid = uid
     vault = ctx.services.vault
-    async with vault.lock(ctx.tenant, uid):
-        obj = (await vault.fetch(ctx.tenant, uid)).copy()
+
+    def change(obj: ManagedObject) -> None:
         target = _DESTROY_TO.get(State(obj.state))
         if target is None:
             raise KmipError(
@@ -112,5 +115,6 @@ async def destroy(ctx: Context, payload: Item | None) -> Item:
         obj.set("State", ttlv.ENUMERATION, target)
         obj.set("Destroy Date", ttlv.DATE_TIME, ctx.now)
         obj.touch(ctx.now)
-        await vault.save(obj)
+
+    await vault.update(ctx.tenant, uid, change)
     return common.payload(common.uid_item(uid))

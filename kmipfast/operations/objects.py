@@ -112,9 +112,11 @@ def digest_value(hash_value: bytes, key_format: int) -> Item:
 
 
 def seal_generated(
-    obj: ManagedObject, master: _native.MasterKey, algorithm: int, length: int
+    obj: ManagedObject, sealer: tuple[int, _native.MasterKey], algorithm: int, length: int
 ) -> None:
-    """Create: a random key generated and sealed natively."""
+    """Create: a random key generated and sealed natively under master key generation
+    ``sealer[0]``."""
+    gen, master = sealer
     nbytes = key_bytes_for(algorithm, length)
     obj.key_blob = master.seal_random(nbytes, obj.binding)
     obj.meta = {
@@ -122,15 +124,19 @@ def seal_generated(
         "format": int(KeyFormatType.Raw),
         "algorithm": algorithm,
         "length": length,
+        "tmk": gen,
     }
     obj.attributes["Digest"] = [
         digest_value(master.digest(obj.key_blob, obj.binding), KeyFormatType.Raw)
     ]
 
 
-def seal_registered(obj: ManagedObject, master: _native.MasterKey, item: Item) -> dict[str, Any]:
+def seal_registered(
+    obj: ManagedObject, sealer: tuple[int, _native.MasterKey], item: Item
+) -> dict[str, Any]:
     """Register: seals the object item a client sent.  Returns the attributes found in
     its Key Block (algorithm, length) for the caller to record."""
+    gen, master = sealer
     found: dict[str, Any] = {}
     block = ttlv.find(item, T_KEY_BLOCK)
     fmt = ttlv.value(block, T_KEY_FORMAT_TYPE)
@@ -168,6 +174,7 @@ def seal_registered(obj: ManagedObject, master: _native.MasterKey, item: Item) -
         obj.key_blob = master.seal(encoded, obj.binding)
         obj.meta = {"layout": "item", "format": None if fmt is None else int(fmt)}
         digest_source = _digest_source(item, material)
+    obj.meta["tmk"] = gen
     if not wrapped and digest_source is not None:
         obj.attributes["Digest"] = [
             digest_value(
@@ -207,8 +214,13 @@ def _digest_source(item: Item, material: Item | None) -> bytes | None:
     return None
 
 
+def generation(obj: ManagedObject) -> int:
+    """The tenant master key generation an object's key is sealed under."""
+    return int(obj.meta.get("tmk", 1))
+
+
 def object_item(
-    obj: ManagedObject, master: _native.MasterKey, requested_format: int | None
+    obj: ManagedObject, master: _native.MasterKey | None, requested_format: int | None
 ) -> Item:
     """The object as a Get returns it, with the key opened straight into the encoder."""
     tag = OBJECT_TAGS[obj.object_type]
@@ -219,6 +231,17 @@ def object_item(
         raise KmipError(
             ResultReason.ItemNotFound, f"object {obj.uid} has no key material (destroyed)"
         )
+    assert master is not None
+    try:
+        # Checks integrity and binding now, so a bad blob is this item's clear error
+        # rather than a failure while the whole response is encoded.
+        master.sealed_length(obj.key_blob, obj.binding)
+    except _native.InvalidUnwrap:
+        raise KmipError(
+            ResultReason.CryptographicFailure,
+            f"the key material of {obj.uid} fails its integrity check: it was not sealed "
+            "for this object and tenant, or it was altered",
+        ) from None
     meta = obj.meta
     if meta.get("layout") == "item":
         if requested_format is not None and requested_format != meta.get("format"):

@@ -18,6 +18,7 @@ from kmipfast.protocol.errors import KmipError, invalid_field
 from kmipfast.protocol.processor import Context
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
+from kmipfast.vault import ManagedObject
 
 T_OFFSET = int(Tag.Offset)
 
@@ -57,8 +58,9 @@ async def rekey(ctx: Context, payload: Item | None) -> Item:
     vault = ctx.services.vault
     offset = ttlv.typed(payload, T_OFFSET, ttlv.INTERVAL)
     args = await common.template_attributes(ctx, payload)
-    async with vault.lock(ctx.tenant, uid):
-        old = (await vault.fetch(ctx.tenant, uid)).copy()
+    sealer = await ctx.services.keys.current(ctx.tenant)
+
+    def change(old: ManagedObject) -> ManagedObject:
         if old.object_type != ObjectType.SymmetricKey or old.meta.get("layout") != "key":
             raise invalid_field("Re-key works on symmetric keys held as key material")
         if old.state not in (State.PreActive, State.Active, State.Deactivated):
@@ -74,13 +76,16 @@ async def rekey(ctx: Context, payload: Item | None) -> Item:
         elif old.first("Activation Date") is not None:
             new.set("Activation Date", ttlv.DATE_TIME, ctx.now)
         common.finish_new_object(ctx, new, args)
-        master = await ctx.services.keys.master(ctx.tenant)
-        objects.seal_generated(new, master, old.meta["algorithm"], old.meta["length"])
+        objects.seal_generated(new, sealer, old.meta["algorithm"], old.meta["length"])
         common.mark_generated(new)
         new.attributes["Link"] = [_link(LinkType.ReplacedObjectLink, old.uid)]
         old.attributes.setdefault("Link", []).append(_link(LinkType.ReplacementObjectLink, new.uid))
         old.touch(ctx.now)
-        await vault.insert(new)
-        await vault.save(old)
+        return new
+
+    # The original (now linked to its replacement) is saved first, then the
+    # replacement; a crash between leaves a dangling link, never a lost key.
+    _old, new = await vault.update(ctx.tenant, uid, change)
+    await vault.insert(new)
     ctx.uid = new.uid
     return common.payload(common.uid_item(new.uid))

@@ -125,6 +125,22 @@ impl PyHsm {
         Ok((PyBytes::new(py, &sealed), MasterKey::from_secret(secret)?))
     }
 
+    /// Seals an existing master key under root key `label` (root rotation: the same
+    /// master key, a new root key), without the key leaving native code.
+    fn seal_master_key<'py>(
+        &self,
+        py: Python<'py>,
+        label: &str,
+        master: &MasterKey,
+        aad: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let secret = master.export_secret()?;
+        let sealed = py
+            .detach(|| self.inner.seal(label, &secret, aad))
+            .map_err(hsm_err)?;
+        Ok(PyBytes::new(py, &sealed))
+    }
+
     /// Opens a blob made by `new_master_key` with the same `label` and `aad`.
     fn unseal_master_key(
         &self,
