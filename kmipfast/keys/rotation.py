@@ -37,6 +37,7 @@ from kmipfast.vault import binding_of
 # A node that has not reported for this long is considered gone.
 NODE_LIVENESS = 15.0
 _CONCURRENCY = 64
+_GRACE = 2.0  # seconds for a Create that read the old generation to reach the store
 
 
 class RootKeyError(Exception):
@@ -142,20 +143,16 @@ async def reencrypt_objects(
     new_gen = rec.master_key_version
     old_key = await keys.master(tenant, old_gen)
     new_key = await keys.master(tenant, new_gen)
-    todo = []
-    async for obj in store.list_objects(tenant):
-        if obj.key_blob is not None and _generation(obj.key_meta) == old_gen:
-            todo.append(obj.uid)
+    todo = await _sealed_under(store, tenant, old_gen)
     progress.start(len(todo))
-    moved = 0
-    # Many moves in flight let the store commit them in groups.
-    for i in range(0, len(todo), _CONCURRENCY):
-        chunk = todo[i : i + _CONCURRENCY]
-        results = await asyncio.gather(
-            *(_move(store, tenant, uid, old_gen, new_gen, old_key, new_key) for uid in chunk)
-        )
-        moved += sum(results)
-        progress.advance(len(chunk))
+    moved = await _move_all(store, tenant, todo, old_gen, new_gen, old_key, new_key, progress)
+    # Servers seal new objects under the generation they last read; once each has
+    # acted on the new one (and a grace period for creates already in flight has
+    # passed), a last sweep picks up what they sealed under the old one meanwhile.
+    await wait_for_nodes(store, 10.0)
+    await asyncio.sleep(_GRACE)
+    while late := await _sealed_under(store, tenant, old_gen):
+        moved += await _move_all(store, tenant, late, old_gen, new_gen, old_key, new_key, None)
     done = replace(
         await _tenant(store, tenant),
         previous_sealed_master_key=None,
@@ -163,6 +160,37 @@ async def reencrypt_objects(
     )
     await store.update_tenant(done)
     keys.drop(tenant)
+    return moved
+
+
+async def _sealed_under(store: Store, tenant: str, gen: int) -> list[str]:
+    return [
+        obj.uid
+        async for obj in store.list_objects(tenant)
+        if obj.key_blob is not None and _generation(obj.key_meta) == gen
+    ]
+
+
+async def _move_all(
+    store: Store,
+    tenant: str,
+    uids: list[str],
+    old_gen: int,
+    new_gen: int,
+    old_key: _native.MasterKey,
+    new_key: _native.MasterKey,
+    progress: Progress | None,
+) -> int:
+    moved = 0
+    # Many moves in flight let the store commit them in groups.
+    for i in range(0, len(uids), _CONCURRENCY):
+        chunk = uids[i : i + _CONCURRENCY]
+        results = await asyncio.gather(
+            *(_move(store, tenant, uid, old_gen, new_gen, old_key, new_key) for uid in chunk)
+        )
+        moved += sum(results)
+        if progress is not None:
+            progress.advance(len(chunk))
     return moved
 
 
