@@ -401,8 +401,10 @@ class KmipServer:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._exception_handler)
         await self._refresh_allow_list(force=True)
-        assert self._context is not None
-        base = build_ssl_context(self.config, self.allow.trusted_pems())
+        base = self._context
+        assert base is not None
+        # Connections use `base` until the allow-list changes; only then does the SNI
+        # callback swap the newer context in (swapping costs a little per handshake).
         base.sni_callback = self._swap_context
         self._server = await loop.create_server(
             lambda: KmipProtocol(self),

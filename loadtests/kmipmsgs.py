@@ -134,7 +134,7 @@ def register_secret(data: bytes, name: str) -> bytes:
         0x420085,
         STRUCTURE,
         [
-            (0x420090, 0x05, 1),  # Secret Data Type: Password
+            (0x420086, 0x05, 1),  # Secret Data Type: Password
             (
                 0x420040,
                 STRUCTURE,

@@ -157,6 +157,8 @@ def seal_registered(
             raise invalid_field("Key Block has no Key Format Type")
         if key_value is None:
             raise invalid_field("Key Block has no Key Value")
+    if obj.object_type == ObjectType.SecretData and ttlv.find(item, T_SECRET_DATA_TYPE) is None:
+        raise invalid_field("Secret Data needs a Secret Data Type")
     raw = _raw_key(obj.object_type, fmt, material, wrapped)
     if raw is not None:
         obj.key_blob = master.seal(raw, obj.binding)
