@@ -27,7 +27,7 @@ Encoding is canonical, so what decodes re-encodes byte for byte.
 
 from typing import Final, TypeAlias, Union, final
 
-from kmipfast.errors import InvalidUnwrap as InvalidUnwrap
+from kmipfast.errors import TlsError as TlsError
 from kmipfast.errors import TtlvDecodeError as TtlvDecodeError
 from kmipfast.errors import TtlvEncodeError as TtlvEncodeError
 
@@ -36,6 +36,8 @@ __all__ = [
     "Hsm",
     "MasterKey",
     "SealedKey",
+    "TlsConfig",
+    "TlsSession",
     "__version__",
     "aes_key_unwrap",
     "aes_key_unwrap_with_padding",
@@ -44,6 +46,7 @@ __all__ = [
     "decode",
     "encode",
     "frame_length",
+    "peek_client_hello",
     "read_header",
 ]
 
@@ -142,3 +145,99 @@ class Hsm:
     def seal_master_key(self, label: str, master: MasterKey, aad: bytes) -> bytes:
         """Seal an existing master key under root key ``label`` (root rotation)."""
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> MasterKey: ...
+
+# ---- TLS engine (rustls, aws-lc-rs) ----------------------------------------------------
+
+def peek_client_hello(data: Buffer) -> str | None:
+    """Which engine should serve a connection whose first bytes are ``data``: None until
+    the ClientHello is complete, ``"openssl"`` for a client offering only TLS < 1.2 or no
+    ECDHE + AEAD suite rustls serves (with a group and signature scheme in common),
+    ``"rustls"`` otherwise (bytes that are not TLS too: rustls refuses them as
+    ``not_tls``).  Assumes ECDSA P-256 and RSA server keys; see
+    :meth:`TlsConfig.peek_client_hello`."""
+
+@final
+class TlsConfig:
+    """Server certificate(s), trust and resumption state for native TLS sessions.
+
+    A client certificate is accepted if its SHA-256 fingerprint (lowercase hex of the DER,
+    as ``kmipfast.pki.fingerprint``; upper case and ``:`` accepted) is in
+    ``allowed_fingerprints`` and it is currently valid and usable for clientAuth, or if it
+    chains to ``ca_roots_pem``.  TLS 1.2 and 1.3, ECDHE + AEAD suites only, resumption by
+    tickets and a session cache shared across :meth:`update`.  ``extra_cert_chain_pem`` /
+    ``extra_key_pem``: a second identity (e.g. RSA) for clients that cannot verify the
+    first one's signatures.  Raises ValueError for unusable PEM, keys or fingerprints."""
+
+    def __new__(
+        cls,
+        cert_chain_pem: Buffer,
+        key_pem: Buffer,
+        ca_roots_pem: Buffer,
+        allowed_fingerprints: list[str],
+        max_message_size: int = ...,
+        *,
+        extra_cert_chain_pem: Buffer | None = None,
+        extra_key_pem: Buffer | None = None,
+        session_cache_size: int = 8192,
+        tickets: bool = True,
+        min_version: str = "1.2",
+    ) -> TlsConfig: ...
+    def update(self, ca_roots_pem: Buffer, allowed_fingerprints: list[str]) -> None:
+        """Replace trust for sessions started from now on; resumed sessions are re-checked
+        against it (``TlsError.reason == "removed"`` when no longer trusted).  Open
+        sessions are not touched: close them by ``peer_fingerprint``."""
+    def is_allowed(self, fingerprint: str) -> bool: ...
+    def peek_client_hello(self, data: bytes) -> str | None:
+        """Like :func:`peek_client_hello`, for this config's keys and versions."""
+    @property
+    def max_message_size(self) -> int: ...
+
+@final
+class TlsSession:
+    """One server-side TLS connection, fed the raw bytes of ``data_received``.
+
+    Session secrets stay native.  Every failure raises :class:`TlsError`: write its
+    ``to_write`` (an alert or close_notify), log ``reason``/``fingerprint``/``subject``,
+    close the transport; later calls raise it again."""
+
+    def __new__(cls, config: TlsConfig) -> TlsSession: ...
+    def receive(self, data: Buffer) -> tuple[bytes, list[Item | TtlvDecodeError]]:
+        """Decrypt, frame (8-byte TTLV header, length checked against the cap before
+        buffering: ``message_too_large`` / ``bad_framing`` end the session) and decode.
+        Returns the bytes to write and, in order, each complete request as a tree, or as a
+        ``TtlvDecodeError`` instance when the frame is not valid TTLV (answer it Invalid
+        Message).  No request is returned before the client is verified."""
+    def send(self, tree: Item) -> bytes:
+        """Encode (``SealedKey`` values opened into a wiped buffer) and encrypt one
+        response; raises TtlvEncodeError or TlsError."""
+    def send_encoded(self, data: Buffer) -> bytes:
+        """Encrypt an already encoded message."""
+    def close(self) -> bytes:
+        """close_notify: write these bytes, then close the transport."""
+    @property
+    def handshake_done(self) -> bool: ...
+    @property
+    def resumed(self) -> bool: ...
+    @property
+    def peer_closed(self) -> bool:
+        """The client sent close_notify."""
+    @property
+    def peer_fingerprint(self) -> str | None:
+        """SHA-256 of the client certificate's DER, lowercase hex (resumed sessions too)."""
+    @property
+    def peer_subject(self) -> str | None:
+        """RFC 4514, as ``cryptography``'s ``Name.rfc4514_string()``."""
+    @property
+    def peer_issuer(self) -> str | None: ...
+    @property
+    def peer_not_after(self) -> int | None:
+        """End of the client certificate's validity, POSIX seconds."""
+    @property
+    def protocol_version(self) -> str | None:
+        """``"TLSv1.2"`` or ``"TLSv1.3"``, as ``ssl.SSLObject.version()``."""
+    @property
+    def cipher_suite(self) -> str | None:
+        """IANA name of the negotiated suite."""
+    @property
+    def error(self) -> str | None:
+        """Reason code of the failure that ended the session."""

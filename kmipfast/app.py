@@ -25,7 +25,7 @@ from kmipfast.vault import Vault
 log = logging.getLogger("kmipfast")
 
 
-def open_root_keys(config: Config) -> RootKeys:
+def open_root_keys(config: Config, *, provision: bool = False) -> RootKeys:
     """The configured place of root keys: a PKCS#11 module, the SoftHSM2 token under the
     data dir, or (development only) the software root.  The HSM is opened on first use
     and reopened after failures (see ReconnectingRoot)."""
@@ -35,13 +35,18 @@ def open_root_keys(config: Config) -> RootKeys:
         # A missing or unreadable PIN is a configuration error: say so at start.
         pin = read_pin(config)
         pin[:] = bytes(len(pin))
-    return ReconnectingRoot(lambda: _open_hsm(config))
+    return ReconnectingRoot(lambda: _open_hsm(config, provision))
 
 
-def _open_hsm(config: Config) -> RootKeys:
+def _open_hsm(config: Config, provision: bool) -> RootKeys:
     module = config.hsm_module_path
     if module is None:
-        settings = softhsm.ensure_token(config.data_dir, config.hsm.token_label)
+        if provision:
+            settings = softhsm.ensure_token(config.data_dir, config.hsm.token_label)
+        else:
+            # Only `init` makes a token: a token directory gone missing is an HSM that
+            # is away, never a reason to start an empty one.
+            settings = softhsm.existing_token(config.data_dir, config.hsm.token_label)
         softhsm.activate(settings)
         module_path = settings.module
     else:
@@ -64,7 +69,9 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def runtime(config: Config, *, audit: bool = True) -> AsyncIterator[Runtime]:
+async def runtime(
+    config: Config, *, audit: bool = True, provision: bool = False
+) -> AsyncIterator[Runtime]:
     """Opens store, HSM and audit log; closes them (store flushed) on exit."""
     executor = ThreadPoolExecutor(
         max_workers=max(2, config.hsm.max_sessions), thread_name_prefix="hsm"
@@ -75,7 +82,7 @@ async def runtime(config: Config, *, audit: bool = True) -> AsyncIterator[Runtim
     await store.open()
     audit_log = AuditLog(config.audit_path if audit else None)
     try:
-        root = open_root_keys(config)
+        root = open_root_keys(config, provision=provision)
         keys = KeyHierarchy(
             root,
             store,

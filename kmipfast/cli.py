@@ -122,7 +122,7 @@ def _ensure_pki(config: Config, sans: list[str] | None) -> None:
 
 
 async def _ensure_default_tenant(config: Config) -> int:
-    async with runtime(config) as rt:
+    async with runtime(config, provision=True) as rt:
         if await rt.store.get_tenant(DEFAULT_TENANT) is not None:
             return 0
         await rt.services.keys.create_tenant(DEFAULT_TENANT)
@@ -238,6 +238,12 @@ async def _serve(config: Config, host: str, port: int) -> int:
         preload = asyncio.ensure_future(_preload_master_keys(rt))
         await server.serve(host, port)
         preload.cancel()
+        rt.services.keys.drop_all()
+        # Stopped cleanly and holds no key: `root shred` need not wait for this node.
+        await rt.store.put_node(
+            NodeRecord(id=node_id, pid=os.getpid(), host=socket.gethostname(),
+                       data_version=0, seen=0, held="")
+        )  # fmt: skip
     print("kmipfast stopped", flush=True)
     return 0
 
@@ -667,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fn is not cmd_serve:
+        # Administrative commands speak in one line each; library chatter stays out.
+        logging.basicConfig(level=logging.CRITICAL)
     if not hasattr(args, "data_dir"):
         args.data_dir = None
     try:

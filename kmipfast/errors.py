@@ -56,3 +56,41 @@ class HsmKeyNotFound(HsmError):
 
 class HsmIntegrityError(HsmError):
     """A sealed master key failed authentication (tampered, or another root key)."""
+
+
+class TlsError(Exception):
+    """A TLS session of the native engine ended in failure.
+
+    ``reason`` is a stable code: ``unknown_ca``, ``not_allowed`` (self-signed certificate not
+    in the allow-list), ``removed`` (a resumed session whose client is no longer trusted),
+    ``expired``, ``not_yet_valid``, ``bad_usage``, ``bad_certificate``, ``bad_signature``,
+    ``no_certificate``, ``no_shared_cipher``, ``version``, ``not_tls``, ``peer_alert``,
+    ``protocol``, ``message_too_large``, ``bad_framing``.  ``to_write`` holds the bytes still
+    to send before closing (an alert or close_notify); ``fingerprint``, ``subject`` and
+    ``issuer`` describe the client certificate when one was seen.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        to_write: bytes = b"",
+        fingerprint: str | None = None,
+        subject: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.to_write = to_write
+        self.fingerprint = fingerprint
+        self.subject = subject
+        self.issuer = issuer
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[TlsError], tuple[str, str, bytes, str | None, str | None, str | None]]:
+        return (
+            type(self),
+            (self.reason, self.message, self.to_write, self.fingerprint, self.subject, self.issuer),
+        )

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from kmipfast import _native
-from kmipfast.errors import HsmError, HsmIntegrityError, HsmKeyNotFound, HsmUnavailable
+from kmipfast.errors import (
+    HsmError,
+    HsmIntegrityError,
+    HsmKeyNotFound,
+    HsmUnavailable,
+    InvalidUnwrap,
+)
 from kmipfast.protocol.enums import ResultReason
 from kmipfast.protocol.errors import KmipError
 from kmipfast.store.base import Store, StoreConflict, TenantRecord
@@ -111,7 +117,7 @@ class SoftwareRoot:
         root = self._load(label)
         try:
             return root.open_master(sealed, aad)
-        except _native.InvalidUnwrap as e:
+        except InvalidUnwrap as e:
             raise HsmIntegrityError(str(e)) from None
 
 

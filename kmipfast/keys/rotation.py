@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -31,7 +33,7 @@ from dataclasses import dataclass, replace
 from kmipfast import _native
 from kmipfast.errors import HsmError, HsmKeyNotFound
 from kmipfast.keys.hierarchy import KeyHierarchy, master_aad, new_root_label
-from kmipfast.store.base import Store, StoreConflict, StoreError, TenantRecord
+from kmipfast.store.base import NodeRecord, Store, StoreConflict, StoreError, TenantRecord
 from kmipfast.vault import binding_of
 
 # A node that has not reported for this long is considered gone.
@@ -257,11 +259,24 @@ async def wait_for_nodes(store: Store, wait: float) -> list[str]:
         lagging = [
             n.id
             for n in await store.list_nodes()
-            if now - n.seen < NODE_LIVENESS and n.data_version < target
+            if now - n.seen < NODE_LIVENESS and n.data_version < target and _alive(n)
         ]
         if not lagging or time.monotonic() > deadline:
             return lagging
         await asyncio.sleep(0.1)
+
+
+def _alive(node: NodeRecord) -> bool:
+    """False for a node of this host whose process is gone (killed: it holds nothing)."""
+    if node.host != socket.gethostname():
+        return True
+    try:
+        os.kill(node.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -284,7 +299,9 @@ async def status(keys: KeyHierarchy, tenant: str | None = None) -> list[RootStat
     tenants = [t for t in await store.list_tenants() if tenant in (None, t.name)]
     if tenant is not None and not tenants:
         raise RootKeyError(f"no tenant {tenant!r}")
-    nodes = [n for n in await store.list_nodes() if time.time() - n.seen < NODE_LIVENESS]
+    nodes = [
+        n for n in await store.list_nodes() if time.time() - n.seen < NODE_LIVENESS and _alive(n)
+    ]
     out = []
     for t in tenants:
         present: bool | None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kmipfast.config import write_pin_file
-from kmipfast.errors import HsmError
+from kmipfast.errors import HsmError, HsmUnavailable
 from kmipfast.pki import write_file_atomic
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "SoftHsmSetupError",
     "activate",
     "ensure_token",
+    "existing_token",
     "find_softhsm_module",
 ]
 
@@ -87,6 +88,19 @@ def activate(settings: HsmSettings) -> None:
     already initialized.
     """
     os.environ["SOFTHSM2_CONF"] = str(settings.conf)
+
+
+def existing_token(data_dir: Path, label: str) -> HsmSettings:
+    """The token `ensure_token` provisioned, without creating anything; raises
+    `HsmUnavailable` when SoftHSM2 or the token directory is missing."""
+    module = find_softhsm_module()
+    if module is None:
+        raise HsmUnavailable("SoftHSM2 is not installed (apt-get install softhsm2)")
+    hsm_dir = Path(data_dir) / "hsm"
+    conf, tokens = hsm_dir / "softhsm2.conf", hsm_dir / "tokens"
+    if not conf.is_file() or not tokens.is_dir():
+        raise HsmUnavailable(f"the SoftHSM2 token under {hsm_dir} is missing")
+    return HsmSettings(module=module, token_label=label, pin_file=hsm_dir / "pin", conf=conf)
 
 
 def ensure_token(data_dir: Path, label: str) -> HsmSettings:

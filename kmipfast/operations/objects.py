@@ -21,6 +21,7 @@ import hashlib
 from typing import Any
 
 from kmipfast import _native
+from kmipfast.errors import InvalidUnwrap
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import (
     CryptographicAlgorithm,
@@ -238,7 +239,7 @@ def object_item(
         # Checks integrity and binding now, so a bad blob is this item's clear error
         # rather than a failure while the whole response is encoded.
         master.sealed_length(obj.key_blob, obj.binding)
-    except _native.InvalidUnwrap:
+    except InvalidUnwrap:
         raise KmipError(
             ResultReason.CryptographicFailure,
             f"the key material of {obj.uid} fails its integrity check: it was not sealed "

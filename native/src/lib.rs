@@ -9,6 +9,8 @@
 
 pub mod hsm;
 mod py_hsm;
+mod py_tls;
+pub mod tls;
 pub mod ttlv;
 pub mod wrap;
 
@@ -63,8 +65,8 @@ fn tag_object<'py>(py: Python<'py>, tag: u32) -> Bound<'py, PyAny> {
     }
 }
 
-struct PyBuilder<'py> {
-    py: Python<'py>,
+pub(crate) struct PyBuilder<'py> {
+    pub(crate) py: Python<'py>,
 }
 
 impl<'py> PyBuilder<'py> {
@@ -187,10 +189,10 @@ fn frame_length(buf: &Bound<'_, PyAny>, max_message_size: usize) -> PyResult<Opt
     with_bytes(buf, |b| ttlv::frame_length(b, max_message_size))?.map_err(|e| ttlv_err(e, false))
 }
 
-struct PyEncoder<'py> {
-    py: Python<'py>,
-    w: Writer,
-    max_field: usize,
+pub(crate) struct PyEncoder<'py> {
+    pub(crate) py: Python<'py>,
+    pub(crate) w: Writer,
+    pub(crate) max_field: usize,
 }
 
 fn enc_err(kind: ErrorKind, tag: Option<u32>, at: usize, detail: String) -> PyErr {
@@ -198,7 +200,7 @@ fn enc_err(kind: ErrorKind, tag: Option<u32>, at: usize, detail: String) -> PyEr
 }
 
 impl<'py> PyEncoder<'py> {
-    fn item(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+    pub(crate) fn item(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
         let at = self.w.buf.len();
         let tuple = obj.cast::<PyTuple>().map_err(|_| {
             enc_err(
@@ -699,6 +701,7 @@ mod _native {
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        super::py_tls::register(m)?;
         super::py_hsm::register(m)
     }
 }
