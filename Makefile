@@ -11,7 +11,7 @@ DATA_DIR ?= $(if $(KMIPFAST_DATA_DIR),$(KMIPFAST_DATA_DIR),./kmipfast-data)
 LISTEN ?= 127.0.0.1:5696
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml Cargo.toml
 
-.PHONY: all setup sysdeps venv native run test test-rust test-python lint bench bench-codec clean
+.PHONY: all setup sysdeps venv native run test test-rust test-python lint bench bench-codec bench-server bench-rotation clean
 
 all: setup
 
@@ -58,11 +58,19 @@ test-rust:
 
 test-python:
 	$(VENV)/bin/pytest -q tests
+	# The live-server suites again, on the native (rustls) TLS engine.
+	KMIPFAST_SERVER_TLS_ENGINE=rustls $(VENV)/bin/pytest -q tests/server tests/conformance
 
 bench: setup
 	$(PY) loadtests/bench_codec.py
 
 bench-codec: bench
+
+bench-server: setup
+	$(PY) loadtests/bench_server.py
+
+bench-rotation: setup
+	$(PY) loadtests/bench_rotation.py --keys 100000
 
 clean:
 	rm -rf target $(VENV) kmipfast/*.so

@@ -85,6 +85,25 @@ class AllowList:
                 log.warning("allowed client %s has no certificate file at %s", fp, path)
         return out
 
+    def identify_fingerprint(
+        self,
+        fingerprint: str | None,
+        subject: str | None,
+        issuer: str | None,
+        not_after: int | None,
+    ) -> Verdict:
+        """The same decision for an identity the native TLS engine already extracted."""
+        if not fingerprint:
+            return Verdict(None, None, "no client certificate")
+        expiry = dt.datetime.fromtimestamp(not_after or 0, dt.UTC)
+        ident = Identity(fingerprint, subject or "", issuer or "", expiry)
+        client = self.by_fingerprint.get(fingerprint)
+        if client is None:
+            return Verdict(None, ident, "unknown or removed certificate")
+        if not_after is not None and expiry < dt.datetime.now(dt.UTC):
+            return Verdict(None, ident, "expired certificate")
+        return Verdict(client, ident, "ok")
+
     def identify(self, der: bytes | None) -> Verdict:
         if not der:
             return Verdict(None, None, "no client certificate")

@@ -169,7 +169,8 @@ def write_pykmip_conf(out: Path, host: str, port: int) -> Path:
 
 # -- serve ----------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _config(args)
+    overrides = {"server.tls_engine": args.tls_engine} if args.tls_engine else None
+    config = load_config(data_dir_from(args.data_dir), overrides)
     listen = args.listen or config.server.listen
     host, port = parse_listen(listen)
     logging.basicConfig(
@@ -610,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = add(sub, "serve", cmd_serve, "serve KMIP over mutually authenticated TLS")
     sp.add_argument("--listen", help="HOST:PORT (default from config, 127.0.0.1:5696)")
+    sp.add_argument("--tls-engine", choices=("openssl", "rustls"),
+                    help="TLS engine (default from config: openssl)")  # fmt: skip
     sp.add_argument("-v", "--verbose", action="store_true")
     add(sub, "selfcheck", cmd_selfcheck, "check the native module")
 

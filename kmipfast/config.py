@@ -148,6 +148,11 @@ class ServerConfig:
         "tls/ca.key", "CA private key used by sign-csr and client issue", _non_empty
     )
     tls_min_version: str = _setting("1.2", "lowest TLS version accepted", _one_of("1.2", "1.3"))
+    tls_engine: str = _setting(
+        "openssl",
+        "TLS engine: openssl (Python's ssl) or rustls (native; TLS 1.2/1.3 ECDHE+AEAD only)",
+        _one_of("openssl", "rustls"),
+    )
     workers: int = _setting(1, "worker processes", _between(1, 256))
 
     @property

@@ -32,9 +32,9 @@ from typing import Any
 
 from kmipfast import _native
 from kmipfast.audit import AuditLog
-from kmipfast.auth import AllowList
+from kmipfast.auth import AllowList, Verdict
 from kmipfast.config import Config
-from kmipfast.errors import TtlvError
+from kmipfast.errors import TlsError, TtlvError
 from kmipfast.protocol.processor import Processor, Session
 
 log = logging.getLogger("kmipfast.server")
@@ -124,6 +124,23 @@ def build_ssl_context(config: Config, trusted: list[bytes]) -> ssl.SSLContext:
     return ctx
 
 
+def build_tls_config(config: Config, allowed: list[str]) -> _native.TlsConfig:
+    """The native engine's configuration: the same certificates as the OpenSSL one."""
+    rsa_cert = config.server_cert_path.with_name("server-rsa.crt")
+    rsa_key = config.server_key_path.with_name("server-rsa.key")
+    has_rsa = rsa_cert.exists() and rsa_key.exists()
+    return _native.TlsConfig(
+        config.server_cert_path.read_bytes(),
+        config.server_key_path.read_bytes(),
+        config.ca_cert_path.read_bytes(),
+        allowed,
+        config.limits.max_message_size,
+        extra_cert_chain_pem=rsa_cert.read_bytes() if has_rsa else None,
+        extra_key_pem=rsa_key.read_bytes() if has_rsa else None,
+        min_version=config.server.tls_min_version,
+    )
+
+
 @dataclass
 class ServerState:
     """Connections and tasks that graceful shutdown drains."""
@@ -137,6 +154,7 @@ class KmipProtocol(asyncio.Protocol):
     __slots__ = (
         "_buf",
         "_busy",
+        "_handshake_timer",
         "_idle",
         "_paused",
         "_pending",
@@ -144,6 +162,7 @@ class KmipProtocol(asyncio.Protocol):
         "_write_paused",
         "server",
         "session",
+        "tls",
         "transport",
     )
 
@@ -153,11 +172,15 @@ class KmipProtocol(asyncio.Protocol):
         self.session: Session | None = None
         self._buf = bytearray()
         self._pos = 0
-        self._pending: collections.deque[bytes] = collections.deque()
+        # Framed requests: bytes (OpenSSL path), or trees / decode errors (native engine).
+        self._pending: collections.deque[Any] = collections.deque()
         self._busy = False
         self._paused = False
         self._write_paused = False
         self._idle: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        # The native (rustls) engine's session; None when uvloop's OpenSSL does TLS.
+        self.tls: _native.TlsSession | None = None
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -169,6 +192,12 @@ class KmipProtocol(asyncio.Protocol):
         if not srv.state.accepting or len(srv.state.connections) >= srv.config.limits.max_sessions:
             srv.refused("session limit reached or shutting down", peer=peer)
             transport.abort()
+            return
+        if srv.tls_config is not None:
+            self.tls = _native.TlsSession(srv.tls_config)
+            self._handshake_timer = asyncio.get_running_loop().call_later(
+                srv.config.limits.handshake_timeout, self._handshake_timed_out
+            )
             return
         sslobj = transport.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
@@ -183,16 +212,76 @@ class KmipProtocol(asyncio.Protocol):
             )
             transport.abort()
             return
-        assert verdict.identity is not None
+        self._admit(verdict, peer)
+
+    def _admit(self, verdict: Verdict, peer: str) -> None:
+        assert verdict.client is not None and verdict.identity is not None
+        assert self.transport is not None
         self.session = Session(
             client=verdict.client.name,
             tenant=verdict.client.tenant,
             fingerprint=verdict.identity.fingerprint,
             peer=peer,
         )
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        srv.state.connections.add(self)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.server.state.connections.add(self)
         self._arm_idle()
+
+    def _handshake_timed_out(self) -> None:
+        if self.session is None and self.transport is not None:
+            self.server.refused("TLS handshake timed out", peer=_peer(self.transport))
+            self.transport.abort()
+
+    # -- the native engine ------------------------------------------------------------
+    def _tls_received(self, data: bytes) -> None:
+        tls, transport = self.tls, self.transport
+        assert tls is not None and transport is not None
+        try:
+            out, items = tls.receive(data)
+        except TlsError as e:
+            if e.to_write:
+                transport.write(e.to_write)
+            if self.session is None:
+                self.server.refused(
+                    f"TLS handshake refused: {e.reason}",
+                    peer=_peer(transport),
+                    fingerprint=e.fingerprint,
+                    subject=e.subject,
+                )
+            else:
+                log.info("closing %s: TLS %s", self.session.peer, e.reason)
+            self._pending.clear()
+            transport.close()
+            return
+        if out:
+            transport.write(out)
+        if self.session is None:
+            if not tls.handshake_done:
+                return
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            verdict = self.server.allow.identify_fingerprint(
+                tls.peer_fingerprint, tls.peer_subject, tls.peer_issuer, tls.peer_not_after
+            )
+            peer = _peer(transport)
+            if verdict.client is None:
+                ident = verdict.identity
+                self.server.refused(
+                    verdict.reason,
+                    peer=peer,
+                    fingerprint=ident.fingerprint if ident else None,
+                    subject=ident.subject if ident else None,
+                )
+                transport.write(tls.close())
+                transport.close()
+                return
+            self._admit(verdict, peer)
+        self._pending.extend(items)
+        if tls.peer_closed and not self._pending and not self._busy:
+            transport.write(tls.close())
+            transport.close()
+            return
+        self._after_frames()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.state.connections.discard(self)
@@ -219,6 +308,8 @@ class KmipProtocol(asyncio.Protocol):
 
     # -- framing ------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.tls is not None:
+            return self._tls_received(data)
         if self.session is None:
             return
         self._buf += data
@@ -271,11 +362,17 @@ class KmipProtocol(asyncio.Protocol):
         try:
             while self._pending:
                 message = self._pending.popleft()
-                response = await processor.handle(self.session, message)
+                if isinstance(message, bytes):
+                    response = await processor.handle(self.session, message)
+                elif isinstance(message, TtlvError):
+                    response = processor.malformed(message)
+                else:
+                    response = await processor.handle_tree(self.session, message)
                 transport = self.transport
                 if transport is None or transport.is_closing():
                     return
-                transport.write(response)
+                tls = self.tls
+                transport.write(response if tls is None else tls.send_encoded(response))
                 if self._paused and len(self._pending) < MAX_QUEUED_MESSAGES // 2:
                     self._resume()
         except Exception:
@@ -283,6 +380,11 @@ class KmipProtocol(asyncio.Protocol):
             self._abort()
         finally:
             self._busy = False
+            tls = self.tls
+            transport = self.transport
+            if tls is not None and tls.peer_closed and transport and not transport.is_closing():
+                transport.write(tls.close())
+                transport.close()
 
     # -- flow control ---------------------------------------------------------------
     def _pause(self) -> None:
@@ -338,6 +440,7 @@ class KmipServer:
         self.report = report
         self._reported = 0.0
         self.state = ServerState()
+        self.tls_config: _native.TlsConfig | None = None
         self._context: ssl.SSLContext | None = None
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
@@ -363,6 +466,8 @@ class KmipServer:
             return
         self._context = build_ssl_context(self.config, self.allow.trusted_pems())
         allowed = self.allow.by_fingerprint
+        if self.tls_config is not None:
+            self.tls_config.update(self.config.ca_cert_path.read_bytes(), list(allowed))
         for conn in list(self.state.connections):
             sess = conn.session
             if sess is not None and sess.fingerprint not in allowed:
@@ -400,6 +505,8 @@ class KmipServer:
         _handshake_refused = self._on_handshake_refused
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._exception_handler)
+        if self.config.server.tls_engine == "rustls":
+            self.tls_config = build_tls_config(self.config, list(self.allow.by_fingerprint))
         await self._refresh_allow_list(force=True)
         base = self._context
         assert base is not None
@@ -410,8 +517,11 @@ class KmipServer:
             lambda: KmipProtocol(self),
             host,
             port,
-            ssl=base,
-            ssl_handshake_timeout=self.config.limits.handshake_timeout,
+            # The native engine terminates TLS itself, on plain TCP.
+            ssl=base if self.tls_config is None else None,
+            ssl_handshake_timeout=(
+                self.config.limits.handshake_timeout if self.tls_config is None else None
+            ),
             backlog=4096,
             reuse_address=True,
         )

@@ -122,16 +122,25 @@ class Processor:
         self.max_response_size = max_response_size
 
     async def handle(self, session: Session, data: bytes) -> bytes:
-        now = int(time.time())
         try:
             tree = _native.decode(data, max_message_size=self.max_message_size)
         except TtlvError as e:
-            version = messages.answer_version(sniff_version(data))
-            return self._encode(
-                version,
-                now,
-                [messages.failure(None, ResultReason.InvalidMessage, f"malformed TTLV: {e}")],
-            )
+            return self.malformed(e, data)
+        return await self.handle_tree(session, tree)
+
+    def malformed(self, error: TtlvError, data: bytes | None = None) -> bytes:
+        """The answer to a framed message that is not valid TTLV: Invalid Message, in the
+        request's version when it can be read at the usual offsets."""
+        version = messages.answer_version(None if data is None else sniff_version(data))
+        return self._encode(
+            version,
+            int(time.time()),
+            [messages.failure(None, ResultReason.InvalidMessage, f"malformed TTLV: {error}")],
+        )
+
+    async def handle_tree(self, session: Session, tree: Item) -> bytes:
+        """One decoded request message (the native TLS engine hands over trees)."""
+        now = int(time.time())
         try:
             request = messages.parse_request(tree)
         except KmipError as e:
