@@ -58,8 +58,9 @@ test-rust:
 
 test-python:
 	$(VENV)/bin/pytest -q tests
-	# The live-server suites again, on the native (rustls) TLS engine.
+	# The live-server suites again on each forced TLS engine (the first run used auto).
 	KMIPFAST_SERVER_TLS_ENGINE=rustls $(VENV)/bin/pytest -q tests/server tests/conformance
+	KMIPFAST_SERVER_TLS_ENGINE=openssl $(VENV)/bin/pytest -q tests/server tests/conformance
 
 bench: setup
 	$(PY) loadtests/bench_codec.py

@@ -611,8 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = add(sub, "serve", cmd_serve, "serve KMIP over mutually authenticated TLS")
     sp.add_argument("--listen", help="HOST:PORT (default from config, 127.0.0.1:5696)")
-    sp.add_argument("--tls-engine", choices=("openssl", "rustls"),
-                    help="TLS engine (default from config: openssl)")  # fmt: skip
+    sp.add_argument("--tls-engine", choices=("auto", "rustls", "openssl"),
+                    help="TLS engine (default from config: auto)")  # fmt: skip
     sp.add_argument("-v", "--verbose", action="store_true")
     add(sub, "selfcheck", cmd_selfcheck, "check the native module")
 

@@ -149,9 +149,10 @@ class ServerConfig:
     )
     tls_min_version: str = _setting("1.2", "lowest TLS version accepted", _one_of("1.2", "1.3"))
     tls_engine: str = _setting(
-        "openssl",
-        "TLS engine: openssl (Python's ssl) or rustls (native; TLS 1.2/1.3 ECDHE+AEAD only)",
-        _one_of("openssl", "rustls"),
+        "auto",
+        "TLS engine: auto (rustls when the ClientHello allows, else OpenSSL), rustls "
+        "(native; TLS 1.2/1.3 ECDHE+AEAD only) or openssl (Python's ssl)",
+        _one_of("auto", "rustls", "openssl"),
     )
     workers: int = _setting(1, "worker processes", _between(1, 256))
 

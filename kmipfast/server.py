@@ -36,10 +36,12 @@ from kmipfast.auth import AllowList, Verdict
 from kmipfast.config import Config
 from kmipfast.errors import TlsError, TtlvError
 from kmipfast.protocol.processor import Processor, Session
+from kmipfast.tls_openssl import OpenSslSession
 
 log = logging.getLogger("kmipfast.server")
 
 MAX_QUEUED_MESSAGES = 16
+MAX_CLIENT_HELLO = 16384  # a ClientHello larger than this is not a KMIP client's
 WRITE_HIGH_WATER = 256 * 1024
 
 # TLS 1.2 suites: forward-secret ECDHE first, then the RSA key-exchange suites real
@@ -155,11 +157,13 @@ class KmipProtocol(asyncio.Protocol):
         "_buf",
         "_busy",
         "_handshake_timer",
+        "_hello",
         "_idle",
         "_paused",
         "_pending",
         "_pos",
         "_write_paused",
+        "ossl",
         "server",
         "session",
         "tls",
@@ -181,6 +185,10 @@ class KmipProtocol(asyncio.Protocol):
         self._handshake_timer: asyncio.TimerHandle | None = None
         # The native (rustls) engine's session; None when uvloop's OpenSSL does TLS.
         self.tls: _native.TlsSession | None = None
+        # With tls_engine "auto": the ClientHello bytes until an engine is chosen, and
+        # the OpenSSL-over-memory-BIO session when OpenSSL was.
+        self._hello: bytearray | None = None
+        self.ossl: OpenSslSession | None = None
 
     # -- connection ---------------------------------------------------------------
     def connection_made(self, base: asyncio.BaseTransport) -> None:
@@ -194,7 +202,10 @@ class KmipProtocol(asyncio.Protocol):
             transport.abort()
             return
         if srv.tls_config is not None:
-            self.tls = _native.TlsSession(srv.tls_config)
+            if srv.config.server.tls_engine == "auto":
+                self._hello = bytearray()
+            else:
+                self.tls = _native.TlsSession(srv.tls_config)
             self._handshake_timer = asyncio.get_running_loop().call_later(
                 srv.config.limits.handshake_timeout, self._handshake_timed_out
             )
@@ -310,8 +321,75 @@ class KmipProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tls is not None:
             return self._tls_received(data)
+        if self.ossl is not None:
+            return self._ossl_received(data)
+        if self._hello is not None:
+            return self._choose_engine(data)
         if self.session is None:
             return
+        self._plain_received(data)
+
+    def _choose_engine(self, data: bytes) -> None:
+        """tls_engine "auto": rustls whenever it can serve the ClientHello, else OpenSSL."""
+        hello, srv = self._hello, self.server
+        assert hello is not None and srv.tls_config is not None and self.transport is not None
+        hello += data
+        choice = srv.tls_config.peek_client_hello(bytes(hello))
+        if choice is None:
+            if len(hello) > MAX_CLIENT_HELLO:
+                srv.refused("ClientHello too large", peer=_peer(self.transport))
+                self.transport.abort()
+            return
+        self._hello = None
+        log.debug("%s: TLS engine %s", _peer(self.transport), choice)
+        srv.engine_choices[choice] = srv.engine_choices.get(choice, 0) + 1
+        if choice == "openssl":
+            assert srv._context is not None
+            self.ossl = OpenSslSession(srv._context)
+            return self._ossl_received(bytes(hello))
+        self.tls = _native.TlsSession(srv.tls_config)
+        return self._tls_received(bytes(hello))
+
+    def _ossl_received(self, data: bytes) -> None:
+        ossl, transport = self.ossl, self.transport
+        assert ossl is not None and transport is not None
+        try:
+            out, plain = ossl.receive(data)
+        except ssl.SSLError:
+            # The refusal was logged with its reason by _AuditedSSLObject.
+            transport.write(ossl.pending_output())
+            self._pending.clear()
+            transport.close()
+            return
+        if out:
+            transport.write(out)
+        if self.session is None:
+            if not ossl.handshake_done:
+                return
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+            verdict = self.server.allow.identify(ossl.peer_certificate())
+            peer = _peer(transport)
+            if verdict.client is None:
+                ident = verdict.identity
+                self.server.refused(
+                    verdict.reason,
+                    peer=peer,
+                    fingerprint=ident.fingerprint if ident else None,
+                    subject=ident.subject if ident else None,
+                )
+                transport.write(ossl.close())
+                transport.close()
+                return
+            self._admit(verdict, peer)
+        if plain:
+            self._plain_received(plain)
+        if ossl.peer_closed and not self._pending and not self._busy:
+            transport.write(ossl.close())
+            transport.close()
+
+    def _plain_received(self, data: bytes) -> None:
+        assert self.session is not None
         self._buf += data
         limit = self.server.config.limits.max_message_size
         while True:
@@ -371,8 +449,12 @@ class KmipProtocol(asyncio.Protocol):
                 transport = self.transport
                 if transport is None or transport.is_closing():
                     return
-                tls = self.tls
-                transport.write(response if tls is None else tls.send_encoded(response))
+                if self.tls is not None:
+                    transport.write(self.tls.send_encoded(response))
+                elif self.ossl is not None:
+                    transport.write(self.ossl.send(response))
+                else:
+                    transport.write(response)
                 if self._paused and len(self._pending) < MAX_QUEUED_MESSAGES // 2:
                     self._resume()
         except Exception:
@@ -380,10 +462,10 @@ class KmipProtocol(asyncio.Protocol):
             self._abort()
         finally:
             self._busy = False
-            tls = self.tls
             transport = self.transport
-            if tls is not None and tls.peer_closed and transport and not transport.is_closing():
-                transport.write(tls.close())
+            engine = self.tls or self.ossl
+            if engine and engine.peer_closed and transport and not transport.is_closing():
+                transport.write(engine.close())
                 transport.close()
 
     # -- flow control ---------------------------------------------------------------
@@ -441,6 +523,7 @@ class KmipServer:
         self._reported = 0.0
         self.state = ServerState()
         self.tls_config: _native.TlsConfig | None = None
+        self.engine_choices: dict[str, int] = {}  # tls_engine "auto": connections per engine
         self._context: ssl.SSLContext | None = None
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
@@ -505,7 +588,7 @@ class KmipServer:
         _handshake_refused = self._on_handshake_refused
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._exception_handler)
-        if self.config.server.tls_engine == "rustls":
+        if self.config.server.tls_engine in ("rustls", "auto"):
             self.tls_config = build_tls_config(self.config, list(self.allow.by_fingerprint))
         await self._refresh_allow_list(force=True)
         base = self._context

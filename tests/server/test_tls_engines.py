@@ -1,0 +1,80 @@
+"""TLS engines (DESIGN §1): the native rustls engine, OpenSSL for legacy clients, and
+``auto`` choosing per connection from the ClientHello.
+
+A client that offers only the RSA-key-exchange CBC suite vCenter 7.0.3 negotiated
+(AES128-SHA256, TLS 1.2) is refused by ``rustls`` with a logged reason and served by
+``openssl`` and ``auto``; a modern client gets TLS 1.3 from ``rustls`` and ``auto``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kmipfast import _native
+from tests.server.harness import KmipServer
+from tests.server.kmipclient import Conn
+
+CAPTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance" / "captures"
+DISCOVER = bytes.fromhex(json.loads((CAPTURES / "vmware.json").read_text())["discover_versions_1"])
+
+pytestmark = pytest.mark.server
+
+
+def _connect(server: KmipServer, ciphers: str | None, max_version: ssl.TLSVersion | None) -> Conn:
+    import socket
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(server.ca_cert)
+    ctx.load_cert_chain(server.client_cert, server.client_key)
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    if max_version:
+        ctx.maximum_version = max_version
+    raw = socket.create_connection((server.host, server.port), timeout=10)
+    return Conn(ctx.wrap_socket(raw, server_hostname="localhost"))
+
+
+def _discover(conn: Conn) -> int:
+    response = _native.decode(conn.roundtrip(DISCOVER))
+    item = response[2][1]
+    status: int = next(c[2] for c in item[2] if c[0] == 0x42007F)
+    return status
+
+
+LEGACY = ("AES128-SHA256", ssl.TLSVersion.TLSv1_2)  # RSA key exchange, CBC, like vCenter 7
+
+
+@pytest.mark.parametrize(
+    ("engine", "legacy_served", "modern_version"),
+    [("auto", True, "TLSv1.3"), ("rustls", False, "TLSv1.3"), ("openssl", True, "TLSv1.3")],
+)
+def test_engine_serves_modern_and_legacy_clients_as_designed(
+    engine: str,
+    legacy_served: bool,
+    modern_version: str,
+    kmip_server_factory: Callable[[], KmipServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KMIPFAST_SERVER_TLS_ENGINE", engine)
+    server = kmip_server_factory()
+    with _connect(server, None, None) as conn:
+        assert conn.sock.version() == modern_version  # type: ignore[union-attr]
+        assert _discover(conn) == 0
+    if legacy_served:
+        with _connect(server, *LEGACY) as conn:
+            assert conn.sock.cipher()[0] == "AES128-SHA256"  # type: ignore[union-attr]
+            assert _discover(conn) == 0
+    else:
+        with pytest.raises(ssl.SSLError):
+            _connect(server, *LEGACY)
+        # The refusal is logged just after the alert is sent: poll with a deadline.
+        deadline = time.monotonic() + 5.0
+        while "no_shared_cipher" not in server.stderr():
+            assert time.monotonic() < deadline, "refusal reason not logged"
+            time.sleep(0.05)
