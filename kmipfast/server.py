@@ -238,6 +238,26 @@ class KmipProtocol(asyncio.Protocol):
         self.server.state.connections.add(self)
         self._arm_idle()
 
+    def _handshake_finished(self, verdict: Verdict, close: Callable[[], bytes]) -> bool:
+        """After an engine's handshake: admit the client, or refuse it and close."""
+        assert self.transport is not None
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+        peer = _peer(self.transport)
+        if verdict.client is None:
+            ident = verdict.identity
+            self.server.refused(
+                verdict.reason,
+                peer=peer,
+                fingerprint=ident.fingerprint if ident else None,
+                subject=ident.subject if ident else None,
+            )
+            self.transport.write(close())
+            self.transport.close()
+            return False
+        self._admit(verdict, peer)
+        return True
+
     def _handshake_timed_out(self) -> None:
         if self.session is None and self.transport is not None:
             self.server.refused("TLS handshake timed out", peer=_peer(self.transport))
@@ -269,24 +289,11 @@ class KmipProtocol(asyncio.Protocol):
         if self.session is None:
             if not tls.handshake_done:
                 return
-            if self._handshake_timer is not None:
-                self._handshake_timer.cancel()
             verdict = self.server.allow.identify_fingerprint(
                 tls.peer_fingerprint, tls.peer_subject, tls.peer_issuer, tls.peer_not_after
             )
-            peer = _peer(transport)
-            if verdict.client is None:
-                ident = verdict.identity
-                self.server.refused(
-                    verdict.reason,
-                    peer=peer,
-                    fingerprint=ident.fingerprint if ident else None,
-                    subject=ident.subject if ident else None,
-                )
-                transport.write(tls.close())
-                transport.close()
+            if not self._handshake_finished(verdict, tls.close):
                 return
-            self._admit(verdict, peer)
         self._pending.extend(items)
         if tls.peer_closed and not self._pending and not self._busy:
             transport.write(tls.close())
@@ -366,22 +373,9 @@ class KmipProtocol(asyncio.Protocol):
         if self.session is None:
             if not ossl.handshake_done:
                 return
-            if self._handshake_timer is not None:
-                self._handshake_timer.cancel()
             verdict = self.server.allow.identify(ossl.peer_certificate())
-            peer = _peer(transport)
-            if verdict.client is None:
-                ident = verdict.identity
-                self.server.refused(
-                    verdict.reason,
-                    peer=peer,
-                    fingerprint=ident.fingerprint if ident else None,
-                    subject=ident.subject if ident else None,
-                )
-                transport.write(ossl.close())
-                transport.close()
+            if not self._handshake_finished(verdict, ossl.close):
                 return
-            self._admit(verdict, peer)
         if plain:
             self._plain_received(plain)
         if ossl.peer_closed and not self._pending and not self._busy:
