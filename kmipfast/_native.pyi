@@ -145,6 +145,9 @@ class Hsm:
     def seal_master_key(self, label: str, master: MasterKey, aad: bytes) -> bytes:
         """Seal an existing master key under root key ``label`` (root rotation)."""
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> MasterKey: ...
+    def reinitialize(self) -> None:
+        """Finalize and re-initialize the PKCS#11 library (once no session is in use) and
+        find the token again; HsmUnavailable while the token is still away."""
 
 # ---- TLS engine (rustls, aws-lc-rs) ----------------------------------------------------
 

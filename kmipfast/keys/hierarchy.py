@@ -121,6 +121,9 @@ class SoftwareRoot:
             raise HsmIntegrityError(str(e)) from None
 
 
+_REINIT_INTERVAL = 2.0  # seconds between attempts to re-initialize the PKCS#11 library
+
+
 class ReconnectingRoot:
     """The HSM, opened on first use and again after it failed to open, with backoff
     (1 s doubling to 30 s), so a server starts and serves held master keys while the
@@ -134,6 +137,8 @@ class ReconnectingRoot:
         self._retry_at = 0.0
         self._delay = 1.0
         self.last_error: str | None = None
+        self._reinit_at = -_REINIT_INTERVAL
+        self._token_away = False
 
     def _get(self) -> RootKeys:
         with self._lock:
@@ -172,7 +177,31 @@ class ReconnectingRoot:
         return self._get().seal_master_key(label, master, aad)
 
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> _native.MasterKey:
-        return self._get().unseal_master_key(label, sealed, aad)
+        root = self._get()
+        try:
+            return root.unseal_master_key(label, sealed, aad)
+        except (HsmKeyNotFound, HsmUnavailable) as e:
+            if isinstance(e, HsmUnavailable) and not self._token_away:
+                raise  # the pool reopens sessions by itself; nothing to re-initialize
+            # A root key the store still names is missing: either destroyed (then it
+            # stays missing) or the token went away and came back, which some HSMs
+            # (SoftHSM2) only notice after the library is re-initialized.
+            reinitialize = getattr(root, "reinitialize", None)
+            now = time.monotonic()
+            if reinitialize is None:
+                raise
+            if now - self._reinit_at < _REINIT_INTERVAL:
+                if self._token_away:
+                    raise HsmUnavailable("the HSM token is not present") from None
+                raise
+            self._reinit_at = now
+            try:
+                reinitialize()
+            except HsmError as e:
+                self._token_away = True
+                raise HsmUnavailable(str(e)) from None
+            self._token_away = False
+            return root.unseal_master_key(label, sealed, aad)
 
     def ping(self) -> None:
         self._get().ping()

@@ -438,6 +438,56 @@ impl Hsm {
         )
     }
 
+    /// Finalizes and re-initializes the PKCS#11 library once every session of this token
+    /// is back in the pool, then finds the token again.  For a token whose backing store
+    /// went away and came back: SoftHSM2 forgets such a token until the library is
+    /// re-initialized.  While it runs no session can be checked out (the pool lock is
+    /// held), so no call is in flight during `C_Finalize`.
+    pub fn reinitialize(&self) -> Result<(), HsmError> {
+        let _admin = lock(&ADMIN);
+        let deadline = Instant::now() + CHECKOUT_TIMEOUT;
+        let mut pool = lock(&self.pool);
+        while pool.idle.len() < pool.open {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(HsmError::Unavailable(
+                    "HSM sessions stayed busy; library not re-initialized".into(),
+                ));
+            }
+            pool = self
+                .session_freed
+                .wait_timeout(pool, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let stale = std::mem::take(&mut pool.idle);
+        pool.open -= stale.len();
+        drop(stale);
+        lock(&self.handles).clear();
+        // Not initialized (someone finalized already) is fine: we initialize next.
+        let _ = self.ctx.clone().finalize();
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(HsmError::Unavailable(format!("re-initializing: {e}"))),
+        }
+        let slot = match find_slot(&self.ctx, &self.token_label) {
+            Ok(slot) => slot,
+            Err(HsmError::TokenNotFound(label)) => {
+                return Err(HsmError::Unavailable(format!(
+                    "token {label} is not present"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        *lock(&self.slot) = slot;
+        drop(pool);
+        self.session_freed.notify_all();
+        Ok(())
+    }
+
     fn checkout(&self) -> Result<Lease<'_>, HsmError> {
         let deadline = Instant::now() + CHECKOUT_TIMEOUT;
         let mut pool = lock(&self.pool);

@@ -141,6 +141,12 @@ impl PyHsm {
         Ok(PyBytes::new(py, &sealed))
     }
 
+    /// Re-initializes the PKCS#11 library and finds the token again (a token that went
+    /// away and came back); `HsmUnavailable` while it is still away.
+    fn reinitialize(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.reinitialize()).map_err(hsm_err)
+    }
+
     /// Opens a blob made by `new_master_key` with the same `label` and `aad`.
     fn unseal_master_key(
         &self,

@@ -449,13 +449,6 @@ def test_token_dir_gone_held_master_key_keeps_serving_restart_recovers_design_3_
         assert_same_material(fresh, known | created)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LIMITATION: SoftHSM2 no longer sees a token whose directory vanished while the "
-    "library was initialized, for the life of the process; kmipfast never finalizes and "
-    "re-initializes the PKCS#11 library, so after the held master key expires the running "
-    "server answers Cryptographic Failure until it is restarted (a token away at start, "
-    "or a library that fails to load, is retried with backoff and recovers by itself)")
 def test_token_dir_vanishes_then_returns_running_server_recovers_by_itself_design_3_hsm(
     server: KmipServer,
 ) -> None:
