@@ -18,7 +18,7 @@ import pytest
 
 from kmipfast import _native
 from tests.server.harness import KmipServer
-from tests.server.kmipclient import Conn
+from tests.server.kmipclient import Conn, ConnectionClosed
 
 CAPTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance" / "captures"
 DISCOVER = bytes.fromhex(json.loads((CAPTURES / "vmware.json").read_text())["discover_versions_1"])
@@ -78,3 +78,73 @@ def test_engine_serves_modern_and_legacy_clients_as_designed(
         while "no_shared_cipher" not in server.stderr():
             assert time.monotonic() < deadline, "refusal reason not logged"
             time.sleep(0.05)
+
+
+def _session_conn(
+    server: KmipServer, cert: str, key: str, session: ssl.SSLSession | None
+) -> ssl.SSLSocket:
+    import socket
+
+    ctx = _resumption_contexts.setdefault((cert, key), _client_context(server, cert, key))
+    raw = socket.create_connection((server.host, server.port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+
+
+_resumption_contexts: dict[tuple[str, str], ssl.SSLContext] = {}
+
+
+def _client_context(server: KmipServer, cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(server.ca_cert)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+@pytest.mark.parametrize("engine", ["auto", "rustls", "openssl"])
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_resumed_session_serves_and_a_removed_client_cannot_resume(
+    engine: str,
+    version: ssl.TLSVersion,
+    kmip_server_factory: Callable[[], KmipServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resumption (tickets/session cache) works on every engine, and a client removed from
+    the allow-list is refused even when it resumes an earlier session (DESIGN §4)."""
+    monkeypatch.setenv("KMIPFAST_SERVER_TLS_ENGINE", engine)
+    server = kmip_server_factory()
+    bundle = server.issue_client(f"resume-{engine}-{version.name}")
+    ctx = _client_context(server, bundle.cert, bundle.key)
+    ctx.maximum_version = version
+    _resumption_contexts[(bundle.cert, bundle.key)] = ctx
+
+    deadline = time.monotonic() + 5.0
+    while True:  # the new client reaches the running server's allow-list within a second
+        try:
+            first = Conn(_session_conn(server, bundle.cert, bundle.key, None))
+            # TLS 1.3 tickets arrive with the first application data.
+            assert _discover(first) == 0
+            break
+        except (OSError, EOFError, ConnectionClosed):
+            assert time.monotonic() < deadline, "a newly issued client was not admitted"
+            time.sleep(0.1)
+    session = first.sock.session  # type: ignore[union-attr]
+    first.close()
+    assert session is not None
+
+    again = Conn(_session_conn(server, bundle.cert, bundle.key, session))
+    assert again.sock.session_reused  # type: ignore[union-attr]
+    assert _discover(again) == 0
+    session = again.sock.session  # type: ignore[union-attr]
+    again.close()
+
+    server.run_cli("client", "remove", bundle.name)
+    deadline = time.monotonic() + 5.0
+    while True:  # the allow-list reaches the server within a second
+        try:
+            conn = Conn(_session_conn(server, bundle.cert, bundle.key, session))
+            _discover(conn)
+        except (OSError, ConnectionError, ssl.SSLError, EOFError, ConnectionClosed):
+            break
+        conn.close()
+        assert time.monotonic() < deadline, "a removed client still resumes its session"
+        time.sleep(0.1)
