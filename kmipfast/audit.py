@@ -106,8 +106,6 @@ class AuditLog:
         }
         if result.reason is not None:
             event["reason"] = _name(ResultReason, result.reason)
-        if ctx.audit_extra:
-            event.update(ctx.audit_extra)
         self.write(event)
 
     def admin(self, action: str, **fields: Any) -> None:

@@ -111,9 +111,6 @@ class AllowList:
             ident = identity_of(der)
         except ValueError:
             return Verdict(None, None, "unreadable client certificate")
-        client = self.by_fingerprint.get(ident.fingerprint)
-        if client is None:
-            return Verdict(None, ident, "unknown or removed certificate")
-        if ident.not_after < dt.datetime.now(dt.UTC):
-            return Verdict(None, ident, "expired certificate")
-        return Verdict(client, ident, "ok")
+        return self.identify_fingerprint(
+            ident.fingerprint, ident.subject, ident.issuer, int(ident.not_after.timestamp())
+        )

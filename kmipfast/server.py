@@ -212,18 +212,7 @@ class KmipProtocol(asyncio.Protocol):
             return
         sslobj = transport.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-        verdict = srv.allow.identify(der)
-        if verdict.client is None:
-            ident = verdict.identity
-            srv.refused(
-                verdict.reason,
-                peer=peer,
-                fingerprint=ident.fingerprint if ident else None,
-                subject=ident.subject if ident else None,
-            )
-            transport.abort()
-            return
-        self._admit(verdict, peer)
+        self._handshake_finished(srv.allow.identify(der), None)
 
     def _admit(self, verdict: Verdict, peer: str) -> None:
         assert verdict.client is not None and verdict.identity is not None
@@ -238,8 +227,9 @@ class KmipProtocol(asyncio.Protocol):
         self.server.state.connections.add(self)
         self._arm_idle()
 
-    def _handshake_finished(self, verdict: Verdict, close: Callable[[], bytes]) -> bool:
-        """After an engine's handshake: admit the client, or refuse it and close."""
+    def _handshake_finished(self, verdict: Verdict, close: Callable[[], bytes] | None) -> bool:
+        """After the handshake, whichever engine did it: admit the client, or refuse it
+        and close (with the engine's close_notify when it is ours to send)."""
         assert self.transport is not None
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
@@ -252,8 +242,11 @@ class KmipProtocol(asyncio.Protocol):
                 fingerprint=ident.fingerprint if ident else None,
                 subject=ident.subject if ident else None,
             )
-            self.transport.write(close())
-            self.transport.close()
+            if close is None:
+                self.transport.abort()
+            else:
+                self.transport.write(close())
+                self.transport.close()
             return False
         self._admit(verdict, peer)
         return True
@@ -451,6 +444,9 @@ class KmipProtocol(asyncio.Protocol):
                     transport.write(response)
                 if self._paused and len(self._pending) < MAX_QUEUED_MESSAGES // 2:
                     self._resume()
+        except (TlsError, ssl.SSLError) as e:
+            log.info("closing %s: TLS failure while answering: %s", self.session.peer, e)
+            self._abort()
         except Exception:
             log.exception("connection %s failed", self.session.peer)
             self._abort()

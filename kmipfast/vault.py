@@ -9,13 +9,11 @@ so after Revoke or Destroy has answered success no request can see the old state
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
-import typing
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -112,6 +110,12 @@ class ManagedObject:
         )
 
 
+def generation_of(meta: dict[str, Any]) -> int:
+    """The tenant master key generation a sealed key is under (``meta["tmk"]``, 1 before
+    generations existed)."""
+    return int(meta.get("tmk", 1))
+
+
 def binding_of(tenant: str, uid: str) -> bytes:
     return f"{tenant}\x00{uid}".encode()
 
@@ -185,7 +189,7 @@ class Vault:
         """Writes a changed copy back; durable before it returns."""
         rec = obj.to_record()
         try:
-            if obj.key_blob is None and rec.key_blob is None and obj.meta.get("destroyed"):
+            if obj.key_blob is None and obj.meta.get("destroyed"):
                 await self.store.destroy_object(rec, obj.version)
             else:
                 await self.store.update_object(rec, obj.version)
@@ -196,7 +200,7 @@ class Vault:
         self._remember(obj)
 
     async def update(
-        self, tenant: str, uid: str, change: Callable[[ManagedObject], Awaitable[T] | T]
+        self, tenant: str, uid: str, change: Callable[[ManagedObject], T]
     ) -> tuple[ManagedObject, T]:
         """Read-modify-write of one object: ``change`` edits a private copy, which is
         saved durably.  If another process changed the row meanwhile (a re-encryption,
@@ -205,15 +209,13 @@ class Vault:
             for attempt in range(_UPDATE_ATTEMPTS):
                 obj = (await self.fetch(tenant, uid)).copy()
                 result = change(obj)
-                if inspect.isawaitable(result):
-                    result = await result
                 try:
                     await self.save(obj)
                 except StoreConflict:
                     if attempt == _UPDATE_ATTEMPTS - 1:
                         raise
                     continue
-                return obj, typing.cast(T, result)
+                return obj, result
         raise AssertionError("unreachable")
 
     async def delete(self, tenant: str, uid: str) -> None:

@@ -265,7 +265,8 @@ class KeyHierarchy:
         self._current: dict[str, int] = {}
         self._pending: dict[tuple[str, int | None], asyncio.Future[tuple[int, _Held]]] = {}
 
-    async def _in_executor(self, fn: Callable[..., T], *args: object) -> T:
+    async def in_executor(self, fn: Callable[..., T], *args: object) -> T:
+        """Runs an HSM call on the bounded HSM executor, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def master(self, tenant: str, version: int | None = None) -> _native.MasterKey:
@@ -322,7 +323,7 @@ class KeyHierarchy:
                     f"master key generation {gen} of tenant {tenant!r} no longer exists",
                 )
             try:
-                key = await self._in_executor(
+                key = await self.in_executor(
                     self.root.unseal_master_key, rec.root_label, sealed, master_aad(tenant, gen)
                 )
             except HsmError as e:
@@ -390,9 +391,9 @@ class KeyHierarchy:
         if await self.store.get_tenant(name) is not None:
             raise StoreConflict(f"tenant {name!r} already exists")
         label = new_root_label(name)
-        await self._in_executor(self.root.generate_root_key, label)
+        await self.in_executor(self.root.generate_root_key, label)
         try:
-            sealed, key = await self._in_executor(
+            sealed, key = await self.in_executor(
                 self.root.new_master_key, label, master_aad(name, 1)
             )
             now = int(time.time())
@@ -406,7 +407,7 @@ class KeyHierarchy:
             )
             await self.store.create_tenant(rec)
         except BaseException:
-            await self._in_executor(self.root.destroy_root_key, label)
+            await self.in_executor(self.root.destroy_root_key, label)
             raise
         self._held[(name, 1)] = _Held(key=key, since=time.monotonic())
         self._current[name] = 1

@@ -34,7 +34,7 @@ from kmipfast import _native
 from kmipfast.errors import HsmError, HsmKeyNotFound
 from kmipfast.keys.hierarchy import KeyHierarchy, master_aad, new_root_label
 from kmipfast.store.base import NodeRecord, Store, StoreConflict, StoreError, TenantRecord
-from kmipfast.vault import binding_of
+from kmipfast.vault import binding_of, generation_of
 
 # A node that has not reported for this long is considered gone.
 NODE_LIVENESS = 15.0
@@ -66,36 +66,25 @@ async def _tenant(store: Store, tenant: str) -> TenantRecord:
 async def rotate(keys: KeyHierarchy, tenant: str, *, reencrypt: bool) -> TenantRecord:
     """A new root key for ``tenant``; with ``reencrypt`` also a new master key
     generation (objects move by :func:`reencrypt_objects`)."""
-    store, root, run = keys.store, keys.root, keys._in_executor
+    store, root, run = keys.store, keys.root, keys.in_executor
     rec = await _tenant(store, tenant)
     if rec.previous_sealed_master_key is not None and reencrypt:
         return rec  # an interrupted re-encryption: resume it, don't start another
     new_label = new_root_label(tenant)
+
+    async def rewrap(sealed: bytes, generation: int) -> bytes:
+        """A master key generation, from under the old root key to under the new one."""
+        aad = master_aad(tenant, generation)
+        key = await run(root.unseal_master_key, rec.root_label, sealed, aad)
+        return await run(root.seal_master_key, new_label, key, aad)
+
     await run(root.generate_root_key, new_label)
     try:
-        current = await run(
-            root.unseal_master_key,
-            rec.root_label,
-            rec.sealed_master_key,
-            master_aad(tenant, rec.master_key_version),
-        )
-        resealed = await run(
-            root.seal_master_key, new_label, current, master_aad(tenant, rec.master_key_version)
-        )
+        assert rec.sealed_master_key is not None  # _tenant refuses shredded tenants
+        resealed = await rewrap(rec.sealed_master_key, rec.master_key_version)
         previous = None
         if rec.previous_sealed_master_key is not None and rec.previous_master_key_version:
-            prev_key = await run(
-                root.unseal_master_key,
-                rec.root_label,
-                rec.previous_sealed_master_key,
-                master_aad(tenant, rec.previous_master_key_version),
-            )
-            previous = await run(
-                root.seal_master_key,
-                new_label,
-                prev_key,
-                master_aad(tenant, rec.previous_master_key_version),
-            )
+            previous = await rewrap(rec.previous_sealed_master_key, rec.previous_master_key_version)
         now = int(time.time())
         if reencrypt:
             version = rec.master_key_version + 1
@@ -197,7 +186,7 @@ async def _move_all(
 
 
 def _generation(key_meta: bytes) -> int:
-    return int(json.loads(key_meta or b"{}").get("tmk", 1))
+    return generation_of(json.loads(key_meta or b"{}"))
 
 
 async def _move(
@@ -236,7 +225,7 @@ async def shred(keys: KeyHierarchy, tenant: str, *, wait: float = 10.0) -> list[
         raise RootKeyError(f"no tenant {tenant!r}")
     # Already gone from the HSM is fine: what the store holds is removed all the same.
     with contextlib.suppress(HsmKeyNotFound):
-        await keys._in_executor(keys.root.destroy_root_key, rec.root_label)
+        await keys.in_executor(keys.root.destroy_root_key, rec.root_label)
     await store.update_tenant(
         replace(
             rec,
@@ -307,7 +296,7 @@ async def status(keys: KeyHierarchy, tenant: str | None = None) -> list[RootStat
         present: bool | None
         error = None
         try:
-            present = await keys._in_executor(keys.root.root_key_exists, t.root_label)
+            present = await keys.in_executor(keys.root.root_key_exists, t.root_label)
         except HsmError as e:
             present, error = None, str(e)
         pending = 0

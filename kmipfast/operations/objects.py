@@ -21,7 +21,6 @@ import hashlib
 from typing import Any
 
 from kmipfast import _native
-from kmipfast.errors import InvalidUnwrap
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import (
     CryptographicAlgorithm,
@@ -33,7 +32,7 @@ from kmipfast.protocol.enums import (
 from kmipfast.protocol.errors import KmipError, invalid_field
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
-from kmipfast.vault import ManagedObject
+from kmipfast.vault import ManagedObject, generation_of
 
 T_KEY_BLOCK = int(Tag.KeyBlock)
 T_KEY_FORMAT_TYPE = int(Tag.KeyFormatType)
@@ -219,7 +218,7 @@ def _digest_source(item: Item, material: Item | None) -> bytes | None:
 
 def generation(obj: ManagedObject) -> int:
     """The tenant master key generation an object's key is sealed under."""
-    return int(obj.meta.get("tmk", 1))
+    return generation_of(obj.meta)
 
 
 def object_item(
@@ -234,17 +233,9 @@ def object_item(
         raise KmipError(
             ResultReason.ItemNotFound, f"object {obj.uid} has no key material (destroyed)"
         )
+    # The blob is opened (integrity and binding checked) only while the response is
+    # encoded; a failure there becomes this item's Cryptographic Failure (processor.py).
     assert master is not None
-    try:
-        # Checks integrity and binding now, so a bad blob is this item's clear error
-        # rather than a failure while the whole response is encoded.
-        master.sealed_length(obj.key_blob, obj.binding)
-    except InvalidUnwrap:
-        raise KmipError(
-            ResultReason.CryptographicFailure,
-            f"the key material of {obj.uid} fails its integrity check: it was not sealed "
-            "for this object and tenant, or it was altered",
-        ) from None
     meta = obj.meta
     if meta.get("layout") == "item":
         if requested_format is not None and requested_format != meta.get("format"):

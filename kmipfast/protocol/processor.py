@@ -14,11 +14,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kmipfast import _native
-from kmipfast.errors import TtlvError
+from kmipfast.errors import InvalidUnwrap, TtlvError
 from kmipfast.protocol import messages, ttlv
 from kmipfast.protocol.enums import (
     BatchErrorContinuationOption,
@@ -62,7 +62,6 @@ class Context:
     placeholder: str | None = None
     # Set by a handler to the uid it acted on, for the audit line and the placeholder.
     uid: str | None = None
-    audit_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tenant(self) -> str:
@@ -93,6 +92,33 @@ def outcome_of(exc: BaseException, item: RequestItem | None) -> ResponseItem:
     return messages.failure(
         item, ResultReason.GeneralFailure, f"internal error, incident {incident}"
     )
+
+
+def _opened(result: ResponseItem) -> ResponseItem:
+    """``result``, or a Cryptographic Failure if its payload holds a sealed key that does
+    not open (a blob moved to another row or tenant, or a master key wiped by a shred)."""
+    if result.payload is None:
+        return result
+    try:
+        _native.encode(result.payload)
+    except InvalidUnwrap as e:
+        return messages.failure(
+            RequestItem(result.operation or 0, result.batch_id, None, None),
+            ResultReason.CryptographicFailure,
+            f"the key material cannot be opened ({e}): it was not sealed for this object "
+            "and tenant, it was altered, or the tenant's master key is gone",
+        )
+    return result
+
+
+def _failed(results: list[ResponseItem], reason: int, message: str) -> list[ResponseItem]:
+    """The batch with every successful item turned into a failure (payload dropped)."""
+    return [
+        messages.failure(RequestItem(r.operation or 0, r.batch_id, None, None), reason, message)
+        if r.status == ResultStatus.Success
+        else r
+        for r in results
+    ]
 
 
 def sniff_version(data: bytes) -> tuple[int, int] | None:
@@ -160,20 +186,18 @@ class Processor:
         limit = min(
             request.header.max_response_size or self.max_response_size, self.max_response_size
         )
-        encoded = self._encode(version, now, results)
+        try:
+            encoded = self._encode(version, now, results)
+        except InvalidUnwrap:
+            # Sealed keys open only here, inside the encoder: find the items whose key
+            # material does not open and fail just those.
+            encoded = self._encode(version, now, [_opened(r) for r in results])
         if len(encoded) > limit:
             # §7.1 Maximum Response Size: payloads are dropped, the client is told why.
-            results = [
-                messages.failure(
-                    RequestItem(r.operation or 0, r.batch_id, None, None),
-                    ResultReason.ResponseTooLarge,
-                    f"response of {len(encoded)} bytes exceeds the maximum of {limit}",
-                )
-                if r.status == ResultStatus.Success
-                else r
-                for r in results
-            ]
-            encoded = self._encode(version, now, results)
+            message = f"response of {len(encoded)} bytes exceeds the maximum of {limit}"
+            encoded = self._encode(
+                version, now, _failed(results, ResultReason.ResponseTooLarge, message)
+            )
         return encoded
 
     def _encode(self, version: tuple[int, int], now: int, items: list[ResponseItem]) -> bytes:
