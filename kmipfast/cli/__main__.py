@@ -1,0 +1,3 @@
+from kmipfast.cli import run
+
+run()
