@@ -1,6 +1,11 @@
 """Side-by-side server benchmark: kmipfast against the reference PyKMIP server.
 
     python loadtests/bench_server.py [--quick] [--seconds 5] [--storm 2000]
+        [--servers reference,kmipfast,canned] [--workloads get-8,task-8,...]
+
+The servers: ``kmipfast`` (TLS engine auto), ``kmipfast-rustls`` and
+``kmipfast-openssl`` (engine forced, for the engine comparison), ``reference``
+(PyKMIP) and ``canned`` (the transport ceiling).
 
 Starts, one after the other on 127.0.0.1 with equivalent settings (mTLS with ECDSA
 P-256 certificates from ``kmipfast.pki``, TLS 1.2, SQLite store, each server's default
@@ -17,6 +22,10 @@ Workloads (DESIGN §8):
              (ops = whole three-message tasks)
   hello-8    new session per task: full mTLS handshake + empty DiscoverVersions,
              then close, 8 in flight (ops = sessions)
+  task-8     a vCenter key task: new mTLS session, DiscoverVersions, Get, close;
+             8 in flight (ops = tasks)
+  idle-N     N idle admitted sessions held open (RSS growth per session reported),
+             while Get runs over 8 other persistent sessions (p99 is of those Gets)
   storm-N    N sessions opened at once, each DiscoverVersions + Get, 30 s deadline
 """
 
@@ -211,19 +220,23 @@ def start_reference(tmp: Path, server_creds: Creds, client: Creds) -> Server:
     return Server("reference", proc, "127.0.0.1", port, client, log)
 
 
-def start_kmipfast(tmp: Path) -> Server:
-    d = tmp / "kmipfast"
+def start_kmipfast(tmp: Path, engine: str = "auto") -> Server:
+    """``kmipfast serve`` with its TLS engine forced (``auto`` is the default)."""
+    name = "kmipfast" if engine == "auto" else f"kmipfast-{engine}"
+    d = tmp / name
     kf = str(BIN / "kmipfast")
-    for args in (["init"], ["client", "issue", "bench", "--tenant", "default", "--out", "bench"]):
+    bench = Path(tmp / f"bench-{name}")
+    issue = ["client", "issue", "bench", "--tenant", "default", "--out", str(bench)]
+    for args in (["init"], issue):
         subprocess.run(
             [kf, "--data-dir", str(d), *args], check=True, cwd=tmp, stdout=subprocess.DEVNULL
         )
-    bench = Path(tmp / "bench")
     creds = Creds(str(bench / "bench.crt"), str(bench / "bench.key"), str(bench / "ca.crt"))
-    log = tmp / "kmipfast.log"
-    proc = _spawn([kf, "--data-dir", str(d), "serve", "--listen", "127.0.0.1:0"], log)
+    log = tmp / f"{name}.log"
+    serve = ["serve", "--listen", "127.0.0.1:0", "--tls-engine", engine]
+    proc = _spawn([kf, "--data-dir", str(d), *serve], log)
     host, _, port = _wait_for_line(proc, log, "kmipfast listening on ", 60).rpartition(":")
-    return Server("kmipfast", proc, host, int(port), creds, log)
+    return Server(name, proc, host, int(port), creds, log)
 
 
 def start_canned(tmp: Path, server_creds: Creds, client: Creds) -> Server:
@@ -319,7 +332,7 @@ def task_factory(workload: str, uids: list[str], offset: int) -> Callable[[], Ta
 
         return hello_task
 
-    if workload == "storm":
+    if workload in ("storm", "task"):  # a vCenter key task: DiscoverVersions + Get
         cycle = itertools.cycle([msgs.get(u) for u in uids])
 
         def storm_task() -> Task:
@@ -502,6 +515,42 @@ async def run_persistent(job: dict[str, Any], conn: Connection, stats: Stats) ->
             stats.errors["no answer before the end"] += 1
 
 
+async def run_idle(job: dict[str, Any], conn: Connection, stats: Stats) -> None:
+    """Hold ``job["idle"]`` admitted sessions open (each did one DiscoverVersions), then
+    run the persistent workload beside them; the idle ones close at the end."""
+    ctx = client_context(Creds(*job["creds"]), job["tls13"])
+    idle_stats = Stats()
+    idle_stats.t_start, idle_stats.t_end = 0.0, math.inf
+    gate = asyncio.Semaphore(64)
+    factory = task_factory("hello", job["uids"], 0)
+
+    async def open_one() -> Session | None:
+        session = Session(idle_stats, factory, False)
+        async with gate:
+            try:
+                await _connect(job, ctx, session, 60.0)
+                session.start()
+                await asyncio.wait_for(session.done, 60.0)
+            except Exception as e:
+                idle_stats.record(0.0, 0.0, f"idle session: {_short(e)}")
+                if session.transport is not None:
+                    session.transport.close()
+                return None
+        return session
+
+    opened = await asyncio.gather(*(open_one() for _ in range(job["idle"])))
+    held = [s for s in opened if s is not None and s.transport is not None]
+    for err, n in idle_stats.errors.items():
+        stats.errors[err] += n
+    conn.send(("idle", len(held)))
+    try:
+        await run_persistent(job, conn, stats)
+    finally:
+        for s in held:
+            if s.transport is not None:
+                s.transport.close()
+
+
 async def _one_shot(
     job: dict[str, Any],
     ctx: ssl.SSLContext,
@@ -567,7 +616,12 @@ async def run_storm(job: dict[str, Any], conn: Connection, stats: Stats) -> None
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-RUNNERS = {"persistent": run_persistent, "churn": run_churn, "storm": run_storm}
+RUNNERS = {
+    "persistent": run_persistent,
+    "churn": run_churn,
+    "storm": run_storm,
+    "idle": run_idle,
+}
 
 
 def worker_main(conn: Connection) -> None:
@@ -662,11 +716,15 @@ class LoadGen:
         warmup: float,
         seconds: float,
         tls13: bool,
+        idle: int = 0,
     ) -> Row:
         ids = list(range(sessions))
+        spids = server.pids()
+        rss_before = rss_kib(spids)
         for i, conn in enumerate(self.conns):
             conn.send(
                 {
+                    "idle": idle // WORKERS + (1 if i < idle % WORKERS else 0),
                     "kind": kind,
                     "workload": workload,
                     "host": server.host,
@@ -677,13 +735,17 @@ class LoadGen:
                     "session_ids": ids[i::WORKERS],
                 }
             )
+        held = 0
+        if kind == "idle":
+            held = sum(int(self._recv(conn, "idle", 900)) for conn in self.conns)
+            time.sleep(1.0)  # let the server settle before its RSS is read
+            rss_idle = rss_kib(spids)
         for conn in self.conns:
             self._recv(conn, "ready", 120)
         t_start = time.monotonic() + warmup
         t_end = t_start + seconds
         for conn in self.conns:
             conn.send((t_start, t_end))
-        spids = server.pids()
         time.sleep(max(0.0, t_start - time.monotonic()))
         s0 = (
             cpu_seconds(spids),
@@ -718,6 +780,9 @@ class LoadGen:
             time.monotonic(),
         )
         row = Row(workload, server.name, rss_kib=rss)
+        if kind == "idle":
+            each = (rss_idle - rss_before) / held if held else math.nan
+            row.note = f"{held} of {idle} idle sessions held, {fmt(each)} KiB RSS each"
         lat: list[float] = []
         last_done = 0.0
         for r in results:
@@ -790,9 +855,21 @@ PHASES: list[tuple[str, str, str, int]] = [
     ("create-8", "persistent", "create", 8),
     ("vcenter-8", "persistent", "vcenter", 8),
     ("hello-8", "churn", "hello", 8),
+    ("task-8", "churn", "task", 8),
+    ("idle-1000", "idle", "get", 8),
+    ("idle-10000", "idle", "get", 8),
     ("storm", "storm", "storm", 0),
 ]
-CANNED_PHASES = {"get-1", "get-8", "get-64", "hello-8", "storm"}
+CANNED_PHASES = {
+    "get-1",
+    "get-8",
+    "get-64",
+    "hello-8",
+    "task-8",
+    "idle-1000",
+    "idle-10000",
+    "storm",
+}
 
 
 def fmt(x: float, digits: int = 1) -> str:
@@ -823,14 +900,22 @@ def print_table(rows: list[Row], args: argparse.Namespace, servers: dict[str, st
         ops = r.ok + r.failed
         ratio = ""
         ref = by.get((r.workload, "reference"))
-        if r.server == "kmipfast" and ref is not None:
+        ours = r.server.startswith("kmipfast")
+        if ours and ref is not None:
             ratio = f"{r.rate / ref.rate:,.1f}x" if ref.rate > 0 else "ref 0 ok"
             if r.failed or ref.failed:
                 ratio += " (failures!)"
         note = r.note
         canned = by.get((r.workload, "canned"))
-        if r.server == "kmipfast" and canned is not None and canned.rate > 0:
+        if ours and canned is not None and canned.rate > 0:
             note = (note + "; " if note else "") + f"{100 * r.rate / canned.rate:.0f}% of canned"
+        openssl = by.get((r.workload, "kmipfast-openssl"))
+        if r.server == "kmipfast-rustls" and openssl is not None and openssl.ok and r.ok:
+            per_op = lambda row: row.server_cpu / (row.ok + row.failed)  # noqa: E731
+            cpu = per_op(r) / per_op(openssl)
+            note = (note + "; " if note else "") + (
+                f"{r.rate / openssl.rate:.2f}x openssl's ops/s at {100 * cpu:.0f}% of its CPU/op"
+            )
         if r.failed:
             note = (note + "; " if note else "") + "FAILURES, see below"
         table.append(
@@ -888,7 +973,8 @@ def main() -> int:
     p.add_argument(
         "--servers",
         default="reference,kmipfast,canned",
-        help="comma-separated subset of reference,kmipfast,canned",
+        help="comma-separated subset of reference,kmipfast,kmipfast-rustls,kmipfast-openssl,"
+        "canned (kmipfast = TLS engine auto)",
     )
     p.add_argument("--workloads", help="comma-separated subset, e.g. get-8,storm")
     p.add_argument(
@@ -923,6 +1009,8 @@ def main() -> int:
         starters: dict[str, Callable[[], Server]] = {
             "reference": lambda: start_reference(tmp, server_creds, client_creds),
             "kmipfast": lambda: start_kmipfast(tmp),
+            "kmipfast-rustls": lambda: start_kmipfast(tmp, "rustls"),
+            "kmipfast-openssl": lambda: start_kmipfast(tmp, "openssl"),
             "canned": lambda: start_canned(tmp, server_creds, client_creds),
         }
         try:
@@ -963,6 +1051,7 @@ def main() -> int:
                                 args.warmup,
                                 args.seconds,
                                 args.tls13,
+                                idle=int(label.split("-")[1]) if kind == "idle" else 0,
                             )
                             row.workload = label
                         rows.append(row)
