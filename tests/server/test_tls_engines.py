@@ -30,6 +30,9 @@ def _connect(server: KmipServer, ciphers: str | None, max_version: ssl.TLSVersio
     import socket
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if max_version is not None and max_version < ssl.TLSVersion.TLSv1_2:
+        ctx.minimum_version = max_version  # a client of the TLS 1.0 era: nothing newer
+        ciphers = (ciphers or "DEFAULT") + ":@SECLEVEL=0"
     ctx.load_verify_locations(server.ca_cert)
     ctx.load_cert_chain(server.client_cert, server.client_key)
     if ciphers:
@@ -77,6 +80,48 @@ def test_engine_serves_modern_and_legacy_clients_as_designed(
         deadline = time.monotonic() + 5.0
         while "no_shared_cipher" not in server.stderr():
             assert time.monotonic() < deadline, "refusal reason not logged"
+            time.sleep(0.05)
+
+
+TLS10 = ("AES128-SHA", ssl.TLSVersion.TLSv1)  # a client that speaks only TLS 1.0
+
+
+@pytest.mark.parametrize(
+    ("engine", "min_version", "served"),
+    [
+        ("auto", "1.0", True),
+        ("openssl", "1.0", True),
+        ("rustls", "1.0", False),
+        ("auto", "1.2", False),
+        ("openssl", "1.2", False),
+    ],
+)
+def test_tls10_client_served_only_when_legacy_tls_is_enabled(
+    engine: str,
+    min_version: str,
+    served: bool,
+    kmip_server_factory: Callable[[], KmipServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KMIPFAST_SERVER_TLS_ENGINE", engine)
+    monkeypatch.setenv("KMIPFAST_SERVER_TLS_MIN_VERSION", min_version)
+    server = kmip_server_factory()
+    if served:
+        with _connect(server, *TLS10) as conn:
+            assert conn.sock.version() == "TLSv1"  # type: ignore[union-attr]
+            assert _discover(conn) == 0
+        assert "legacy TLS is accepted" in server.stderr()
+        # Modern clients still get TLS 1.3 from the same server.
+        with _connect(server, None, None) as conn:
+            assert conn.sock.version() == "TLSv1.3"  # type: ignore[union-attr]
+    else:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with _connect(server, *TLS10) as conn:
+                _discover(conn)
+        deadline = time.monotonic() + 5.0
+        words = ("TLS version too old", "no_shared_cipher", "protocol_version", "peer_incompatible")
+        while not any(w in server.stderr() for w in words):
+            assert time.monotonic() < deadline, f"refusal not logged: {server.stderr()[-800:]}"
             time.sleep(0.05)
 
 
