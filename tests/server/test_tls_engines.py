@@ -115,9 +115,8 @@ def test_tls10_client_served_only_when_legacy_tls_is_enabled(
         with _connect(server, None, None) as conn:
             assert conn.sock.version() == "TLSv1.3"  # type: ignore[union-attr]
     else:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            with _connect(server, *TLS10) as conn:
-                _discover(conn)
+        with pytest.raises((ssl.SSLError, ConnectionError)), _connect(server, *TLS10) as conn:
+            _discover(conn)
         deadline = time.monotonic() + 5.0
         words = ("TLS version too old", "no_shared_cipher", "protocol_version", "peer_incompatible")
         while not any(w in server.stderr() for w in words):
@@ -193,3 +192,47 @@ def test_resumed_session_serves_and_a_removed_client_cannot_resume(
         conn.close()
         assert time.monotonic() < deadline, "a removed client still resumes its session"
         time.sleep(0.1)
+
+
+def _rustls_client() -> Path:
+    """The rustls-based client of native/examples/rustls_client.rs (built on demand)."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.fail("cargo is needed to build the rustls interop client")
+    subprocess.run(
+        [cargo, "build", "--quiet", "--example", "rustls_client"],
+        cwd=root,
+        check=True,
+        timeout=900,
+    )
+    return root / "target" / "debug" / "examples" / "rustls_client"
+
+
+@pytest.mark.parametrize("engine", ["auto", "rustls", "openssl"])
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_rustls_based_client_is_served(
+    engine: str,
+    version: str,
+    kmip_server_factory: Callable[[], KmipServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interop: a client built on rustls (not OpenSSL) connects to every engine."""
+    import subprocess
+
+    client = _rustls_client()
+    monkeypatch.setenv("KMIPFAST_SERVER_TLS_ENGINE", engine)
+    server = kmip_server_factory()
+    done = subprocess.run(
+        [str(client), f"{server.host}:{server.port}", server.client_cert, server.client_key,
+         server.ca_cert, DISCOVER.hex(), version],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    negotiated, response_hex = done.stdout.split()
+    assert negotiated == f"Some(TLSv1_{version[-1]})"
+    item = _native.decode(bytes.fromhex(response_hex))[2][1]
+    assert next(c[2] for c in item[2] if c[0] == 0x42007F) == 0  # Result Status: Success
