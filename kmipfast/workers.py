@@ -109,7 +109,9 @@ class Supervisor:
                 return 1
         finally:
             reserved.close()
-        print(f"{READY_PREFIX}{self.host}:{self.port} ({self.count} workers)", flush=True)
+        print(f"{READY_PREFIX}{self.host}:{self.port}", flush=True)
+        pids = ", ".join(str(w.proc.pid) for w in self.workers)
+        print(f"{self.count} workers (pids {pids})", flush=True)
         failed = self._watch()
         self._stop_all()
         print("kmipfast stopped", flush=True)

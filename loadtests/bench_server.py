@@ -220,9 +220,11 @@ def start_reference(tmp: Path, server_creds: Creds, client: Creds) -> Server:
     return Server("reference", proc, "127.0.0.1", port, client, log)
 
 
-def start_kmipfast(tmp: Path, engine: str = "auto") -> Server:
+def start_kmipfast(tmp: Path, engine: str = "auto", workers: int = 1) -> Server:
     """``kmipfast serve`` with its TLS engine forced (``auto`` is the default)."""
     name = "kmipfast" if engine == "auto" else f"kmipfast-{engine}"
+    if workers > 1:
+        name += f"-w{workers}"
     d = tmp / name
     kf = str(BIN / "kmipfast")
     bench = Path(tmp / f"bench-{name}")
@@ -233,7 +235,7 @@ def start_kmipfast(tmp: Path, engine: str = "auto") -> Server:
         )
     creds = Creds(str(bench / "bench.crt"), str(bench / "bench.key"), str(bench / "ca.crt"))
     log = tmp / f"{name}.log"
-    serve = ["serve", "--listen", "127.0.0.1:0", "--tls-engine", engine]
+    serve = ["serve", "--listen", "127.0.0.1:0", "--tls-engine", engine, "--workers", str(workers)]
     proc = _spawn([kf, "--data-dir", str(d), *serve], log)
     host, _, port = _wait_for_line(proc, log, "kmipfast listening on ", 60).rpartition(":")
     return Server(name, proc, host, int(port), creds, log)
@@ -974,7 +976,7 @@ def main() -> int:
         "--servers",
         default="reference,kmipfast,canned",
         help="comma-separated subset of reference,kmipfast,kmipfast-rustls,kmipfast-openssl,"
-        "canned (kmipfast = TLS engine auto)",
+        "kmipfast-w2,canned (kmipfast = TLS engine auto; -w2: serve --workers 2)",
     )
     p.add_argument("--workloads", help="comma-separated subset, e.g. get-8,storm")
     p.add_argument(
@@ -1011,6 +1013,7 @@ def main() -> int:
             "kmipfast": lambda: start_kmipfast(tmp),
             "kmipfast-rustls": lambda: start_kmipfast(tmp, "rustls"),
             "kmipfast-openssl": lambda: start_kmipfast(tmp, "openssl"),
+            "kmipfast-w2": lambda: start_kmipfast(tmp, workers=2),
             "canned": lambda: start_canned(tmp, server_creds, client_creds),
         }
         try:
