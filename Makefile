@@ -11,18 +11,24 @@ DATA_DIR ?= $(if $(KMIPFAST_DATA_DIR),$(KMIPFAST_DATA_DIR),./kmipfast-data)
 LISTEN ?= 127.0.0.1:5696
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml Cargo.toml
 
-.PHONY: all setup sysdeps venv native run test test-rust test-python lint bench bench-codec bench-server bench-rotation clean
+.PHONY: all setup sysdeps venv native run test test-rust test-python lint bench bench-codec bench-server bench-rotation locust clean
 
 all: setup
 
 setup: sysdeps venv native
 
-# SoftHSM2 is the HSM in development and tests (DESIGN §3).
+# SoftHSM2 is the HSM in development and tests (DESIGN §3); PostgreSQL is the shared
+# store of several nodes (DESIGN §5): tests initdb a throwaway cluster (tests/pg.py).
 sysdeps:
 	@if ! command -v softhsm2-util >/dev/null 2>&1; then \
 	  echo "installing softhsm2 (Debian package)"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq softhsm2 >/dev/null; \
+	fi
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing postgresql (Debian package)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
 venv: $(VENV)/.deps-stamp
@@ -61,8 +67,11 @@ test-rust:
 test-python:
 	$(VENV)/bin/pytest -q tests
 	# The live-server suites again on each forced TLS engine (the first run used auto).
-	KMIPFAST_SERVER_TLS_ENGINE=rustls $(VENV)/bin/pytest -q tests/server tests/conformance
-	KMIPFAST_SERVER_TLS_ENGINE=openssl $(VENV)/bin/pytest -q tests/server tests/conformance
+	# (The Locust run starts its own server with fixed settings: once is enough.)
+	KMIPFAST_SERVER_TLS_ENGINE=rustls $(VENV)/bin/pytest -q tests/server tests/conformance -k "not locust"
+	KMIPFAST_SERVER_TLS_ENGINE=openssl $(VENV)/bin/pytest -q tests/server tests/conformance -k "not locust"
+	# The live-server suite again with PostgreSQL as the store (tests/pg.py starts it).
+	KMIPFAST_TEST_STORE=postgresql $(VENV)/bin/pytest -q tests/server -k "not locust"
 
 bench: setup
 	$(PY) loadtests/bench_codec.py
@@ -71,6 +80,9 @@ bench-codec: bench
 
 bench-server: setup
 	$(PY) loadtests/bench_server.py
+
+locust: setup
+	$(PY) loadtests/locust_run.py --seconds 60
 
 bench-rotation: setup
 	$(PY) loadtests/bench_rotation.py --keys 100000

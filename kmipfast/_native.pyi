@@ -139,6 +139,15 @@ class Hsm:
     def generate_root_key(self, label: str) -> None: ...
     def root_key_exists(self, label: str) -> bool: ...
     def destroy_root_key(self, label: str) -> None: ...
+    def shred_root_key(self, label: str) -> tuple[list[int], list[int], int]:
+        """Destroy root key ``label``, then ask the token again: ``(handles,
+        handles_still_found, label_still_found)`` — its handles before the destroy, those
+        still naming it after (empty when gone), keys the label still finds (0 when gone)."""
+    def signing_public_key(self, label: str) -> bytes:
+        """The uncompressed P-256 point (65 bytes) of signing key pair ``label``, made in
+        the token on first use (private key sensitive, never extractable)."""
+    def sign_digest(self, label: str, digest: bytes) -> bytes:
+        """ECDSA P-256 (CKM_ECDSA) over a 32-byte SHA-256 digest: ``r || s``, 64 bytes."""
     def ping(self) -> None: ...
     def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, MasterKey]:
         """A fresh master key from the HSM's RNG, sealed by root key ``label``."""
@@ -232,6 +241,10 @@ class TlsSession:
         """RFC 4514, as ``cryptography``'s ``Name.rfc4514_string()``."""
     @property
     def peer_issuer(self) -> str | None: ...
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """DER of the client's end-entity certificate: the verified one once the handshake
+        is done, else the one the verifier refused (to show and allow it later)."""
     @property
     def peer_not_after(self) -> int | None:
         """End of the client certificate's validity, POSIX seconds."""

@@ -6,6 +6,7 @@ and the root keys the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kmipfast import _native
-from kmipfast.audit import AuditLog
+from kmipfast.audit import AuditLog, audit_signer
 from kmipfast.config import Config, read_pin
 from kmipfast.errors import HsmError
 from kmipfast.keys import softhsm
@@ -80,9 +81,14 @@ async def runtime(
         config.store.url, config.data_dir, group_commit_max=config.store.group_commit_max
     )
     await store.open()
-    audit_log = AuditLog(config.audit_path if audit else None)
+    audit_log = AuditLog(
+        config.audit_path if audit else None,
+        max_bytes=config.audit.max_bytes,
+        checkpoint_interval=config.audit.checkpoint_interval,
+    )
     try:
         root = open_root_keys(config, provision=provision)
+        audit_log.signer = audit_signer(config, root)
         keys = KeyHierarchy(
             root,
             store,
@@ -96,5 +102,8 @@ async def runtime(
         try:
             await store.close()
         finally:
-            audit_log.close()
-            executor.shutdown(wait=True)
+            try:
+                # Closing signs a last checkpoint in the HSM: off the event loop.
+                await asyncio.get_running_loop().run_in_executor(executor, audit_log.close)
+            finally:
+                executor.shutdown(wait=True)

@@ -99,6 +99,10 @@ def _listen_check(v: Any) -> str | None:
     return None
 
 
+def _admin_listen_check(v: Any) -> str | None:
+    return None if v.strip() in ("", "off") else _listen_check(v)
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -147,7 +151,12 @@ class ServerConfig:
     ca_key: str = _setting(
         "tls/ca.key", "CA private key used by sign-csr and client issue", _non_empty
     )
-    tls_min_version: str = _setting("1.2", "lowest TLS version accepted", _one_of("1.2", "1.3"))
+    tls_min_version: str = _setting(
+        "1.2",
+        "lowest TLS version accepted; 1.0 and 1.1 only for legacy clients, and only on the "
+        "openssl engine (auto hands such clients to it)",
+        _one_of("1.0", "1.1", "1.2", "1.3"),
+    )
     tls_engine: str = _setting(
         "auto",
         "TLS engine: auto (rustls when the ClientHello allows, else OpenSSL), rustls "
@@ -155,6 +164,12 @@ class ServerConfig:
         _one_of("auto", "rustls", "openssl"),
     )
     workers: int = _setting(1, "worker processes", _between(1, 256))
+    admin_listen: str = _setting(
+        "127.0.0.1:9696",
+        "address and port of the admin HTTP listener (/metrics, /healthz, /readyz); "
+        "empty or off to disable",
+        _admin_listen_check,
+    )
 
     @property
     def host(self) -> str:
@@ -225,12 +240,27 @@ class HsmConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     path: str = _setting("audit.log", "audit log, one structured line per operation", _non_empty)
+    max_bytes: int = _setting(
+        104857600,
+        "size at which the audit log is rotated (to <path>.1, .2, ...; the hash chain continues)",
+        _between(4096, 1 << 40),
+    )
+    checkpoint_interval: float = _setting(
+        60.0,
+        "seconds between signed checkpoints of the audit chain head (signed in the HSM)",
+        _between(0.2, 86400.0),
+    )
 
 
 @dataclass(frozen=True)
 class ClientsConfig:
     reload_interval: float = _setting(
         0.5, "seconds between allow-list reloads", _between(0.05, 60.0)
+    )
+    expiry_warning_days: int = _setting(
+        30,
+        "warn (at start and daily) about client and server certificates expiring this soon",
+        _between(1, 3650),
     )
 
 
@@ -316,6 +346,16 @@ class Config:
             )
             if self.hsm.module:
                 out.append("hsm.module is ignored because hsm.software_root = true")
+        if self.server.tls_min_version in ("1.0", "1.1"):
+            out.append(
+                f"server.tls_min_version = {self.server.tls_min_version}: legacy TLS is accepted "
+                "(served by the openssl engine); use it only for clients that speak nothing newer"
+            )
+            if self.server.tls_engine == "rustls":
+                out.append(
+                    "server.tls_engine = rustls serves TLS 1.2 and 1.3 only: clients of older "
+                    "versions will be refused; use tls_engine = auto to serve them"
+                )
         return out
 
 
@@ -558,7 +598,8 @@ def write_default_config(data_dir: Path | str, *, overwrite: bool = False, **cho
     raw = {_choice_key(name): (value, f"choice {name}") for name, value in choices.items()}
     config = _build(data_dir, raw)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_file_atomic(path, render_config(config).encode(), 0o644)
+    # Owner-only: it may hold a store URL with a password.
+    write_file_atomic(path, render_config(config).encode(), 0o600)
     return path
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import itertools
 import os
 import socket
 import tempfile
@@ -51,6 +52,7 @@ __all__ = [
     "PkiError",
     "SigningKey",
     "cert_pem",
+    "check_server_cert",
     "create_ca",
     "default_sans",
     "describe",
@@ -61,6 +63,8 @@ __all__ = [
     "load_certs",
     "load_key",
     "parse_san",
+    "reissue_client_cert",
+    "sans_of",
     "sign_csr",
     "write_certs",
     "write_file_atomic",
@@ -429,6 +433,94 @@ def sign_csr(
         # An empty subject makes the SAN the identity, which RFC 5280 requires to be critical.
         builder = builder.add_extension(san.value, critical=len(subject) == 0)
     return builder.sign(ca_key, _sig_hash(ca_key))
+
+
+def reissue_client_cert(
+    ca_cert: x509.Certificate, ca_key: SigningKey, old: x509.Certificate
+) -> x509.Certificate:
+    """A fresh clientAuth certificate (2 years) for the same subject and public key as
+    ``old``, which this CA must have issued: the client keeps its key, installs the new
+    certificate.  Only the Subject Alternative Name is carried over."""
+    _check_ca_pair(ca_cert, ca_key)
+    if old.issuer != ca_cert.subject:
+        raise PkiError(f"{old.subject.rfc4514_string()} was not issued by this server's CA")
+    try:
+        old.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        raise PkiError(
+            f"{old.subject.rfc4514_string()} was not issued by this server's CA"
+        ) from None
+    public_key = old.public_key()
+    _check_client_key(public_key)
+    builder = _leaf_builder(ca_cert, old.subject, public_key, ExtendedKeyUsageOID.CLIENT_AUTH)
+    try:
+        san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        builder = builder.add_extension(san.value, critical=san.critical)
+    return builder.sign(ca_key, _sig_hash(ca_key))
+
+
+def check_server_cert(
+    chain: list[x509.Certificate], key: PrivateKeyTypes, extra: Iterable[x509.Certificate] = ()
+) -> list[x509.Certificate]:
+    """An operator's server certificate, checked before it replaces ours: the key matches
+    the leaf, every certificate is currently valid, each one is issued by the next, the
+    leaf may serve TLS and its key is strong enough.  Returns the chain (leaf first, then
+    ``extra``), without duplicates."""
+    full: list[x509.Certificate] = []
+    for cert in [*chain, *extra]:
+        if cert not in full:
+            full.append(cert)
+    if not full:
+        raise PkiError("no certificate given")
+    leaf = full[0]
+    if leaf.public_key() != key.public_key():
+        raise PkiError("the private key does not match the certificate")
+    now = _now()
+    for cert in full:
+        name = cert.subject.rfc4514_string()
+        if cert.not_valid_after_utc <= now:
+            raise PkiError(f"certificate {name} expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+        if cert.not_valid_before_utc > now:
+            raise PkiError(
+                f"certificate {name} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}"
+            )
+    for child, parent in itertools.pairwise(full):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            raise PkiError(
+                f"chain broken: {child.subject.rfc4514_string()} is not issued by "
+                f"{parent.subject.rfc4514_string()}"
+            ) from None
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        if (
+            ExtendedKeyUsageOID.SERVER_AUTH not in eku
+            and x509.ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku
+        ):
+            raise PkiError("the certificate's extended key usage does not allow serverAuth")
+    try:
+        _check_client_key(leaf.public_key())
+    except PkiError as e:
+        raise PkiError(str(e).replace("CSR refused", "certificate refused")) from None
+    return full
+
+
+def sans_of(cert: x509.Certificate) -> list[str]:
+    """`DNS:name` and `IP:addr` entries of the Subject Alternative Name."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    out = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
+    out += [f"IP:{a}" for a in san.get_values_for_type(x509.IPAddress)]
+    return out
 
 
 # --- inspection -----------------------------------------------------------------

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
+import gc
 import logging
 import signal
 import ssl
@@ -30,12 +32,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmipfast import _native
+from kmipfast import _native, auth, metrics, pki
 from kmipfast.audit import AuditLog
 from kmipfast.auth import AllowList, Verdict
 from kmipfast.config import Config
 from kmipfast.errors import TlsError, TtlvError
 from kmipfast.protocol.processor import Processor, Session
+from kmipfast.store.base import StoreError
 from kmipfast.tls_openssl import OpenSslSession
 
 log = logging.getLogger("kmipfast.server")
@@ -66,17 +69,22 @@ TLS12_CIPHERS = ":".join(
 )
 
 
+LEGACY_REFUSAL = (
+    "TLS version too old for the rustls engine (the client offers only TLS 1.0/1.1 or "
+    "lacks TLS 1.2 extensions); serve it with tls_engine auto and tls_min_version 1.0"
+)
+
 # Called with (reason, detail) for every handshake OpenSSL refuses; set by KmipServer.
 _handshake_refused: Callable[[str, str], None] | None = None
 
 # OpenSSL's words -> the operator's (DESIGN §4: a refused client is never a mystery).
 _REFUSAL_REASONS = (
-    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "no client certificate"),
-    ("certificate has expired", "expired certificate"),
-    ("certificate is not yet valid", "certificate not yet valid"),
-    ("unable to get local issuer certificate", "unknown CA or unknown self-signed certificate"),
-    ("self-signed certificate", "unknown self-signed certificate"),
-    ("certificate signature failure", "bad certificate signature"),
+    ("PEER_DID_NOT_RETURN_A_CERTIFICATE", auth.NO_CERTIFICATE),
+    ("certificate has expired", auth.EXPIRED),
+    ("certificate is not yet valid", auth.NOT_YET_VALID),
+    ("unable to get local issuer certificate", auth.WRONG_CA),
+    ("self-signed certificate", auth.UNKNOWN),
+    ("certificate signature failure", auth.WRONG_CA),
     ("unsupported certificate purpose", "certificate not for client authentication"),
     ("WRONG_VERSION_NUMBER", "not TLS (plain KMIP sent to the TLS port?)"),
     ("UNSUPPORTED_PROTOCOL", "TLS version too old"),
@@ -84,8 +92,29 @@ _REFUSAL_REASONS = (
 )
 
 
+GC_FREEZE_INTERVAL = 30.0
+
+
+async def _freeze_old_objects() -> None:
+    """Keeps Python's full garbage collections short.  A cache of 100,000 objects holds
+    about 2 million GC-tracked containers; one full collection over them stalls every
+    session for a second or more (p99).  Every 30 s the young generations are collected
+    and everything that survived is moved out of the collector's sight (``gc.freeze``):
+    it is still freed by reference counting when dropped (cached rows hold no cycles);
+    only a reference cycle that became garbage after surviving would be kept."""
+    while True:
+        await asyncio.sleep(GC_FREEZE_INTERVAL)
+        gc.collect(1)
+        gc.freeze()
+
+
 class _AuditedSSLObject(ssl.SSLObject):
-    """Reports refused handshakes: uvloop logs them only in debug mode."""
+    """Reports refused handshakes: uvloop logs them only in debug mode.  An
+    :class:`OpenSslSession` sets ``deferred`` and reports ``refusal`` itself, with the
+    certificate it saw."""
+
+    deferred = False
+    refusal: tuple[str, str] | None = None
 
     def do_handshake(self) -> None:
         try:
@@ -93,28 +122,38 @@ class _AuditedSSLObject(ssl.SSLObject):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except ssl.SSLError as e:
+            detail = getattr(e, "verify_message", None) or e.reason or str(e)
+            text = f"{e.reason} {detail}"
+            reason = next((r for key, r in _REFUSAL_REASONS if key in text), "TLS error")
+            self.refusal = (reason, str(detail))
             hook = _handshake_refused
-            if hook is not None:
-                detail = getattr(e, "verify_message", None) or e.reason or str(e)
-                text = f"{e.reason} {detail}"
-                reason = next((r for key, r in _REFUSAL_REASONS if key in text), "TLS error")
+            if hook is not None and not self.deferred:
                 hook(reason, str(detail))
             raise
+
+
+_OPENSSL_MIN_VERSION = {
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
 
 
 def build_ssl_context(config: Config, trusted: list[bytes]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.sslobject_class = _AuditedSSLObject
-    ctx.minimum_version = (
-        ssl.TLSVersion.TLSv1_3 if config.server.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-    )
+    ctx.minimum_version = _OPENSSL_MIN_VERSION[config.server.tls_min_version]
     ctx.load_cert_chain(config.server_cert_path, config.server_key_path)
     rsa_cert = config.server_cert_path.with_name("server-rsa.crt")
     rsa_key = config.server_key_path.with_name("server-rsa.key")
     if rsa_cert.exists() and rsa_key.exists():
         # A second, RSA certificate so RSA-key-exchange-only clients can connect.
         ctx.load_cert_chain(rsa_cert, rsa_key)
-    ctx.set_ciphers(TLS12_CIPHERS)
+    legacy = config.server.tls_min_version in ("1.0", "1.1")
+    # TLS 1.0/1.1 sign the handshake with MD5+SHA-1, which OpenSSL 3 allows only at
+    # security level 0; that level is set only when the operator asked for legacy TLS.
+    ctx.set_ciphers(TLS12_CIPHERS + (":@SECLEVEL=0" if legacy else ""))
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cafile=str(config.ca_cert_path))
@@ -139,7 +178,7 @@ def build_tls_config(config: Config, allowed: list[str]) -> _native.TlsConfig:
         config.limits.max_message_size,
         extra_cert_chain_pem=rsa_cert.read_bytes() if has_rsa else None,
         extra_key_pem=rsa_key.read_bytes() if has_rsa else None,
-        min_version=config.server.tls_min_version,
+        min_version="1.3" if config.server.tls_min_version == "1.3" else "1.2",
     )
 
 
@@ -217,11 +256,14 @@ class KmipProtocol(asyncio.Protocol):
     def _admit(self, verdict: Verdict, peer: str) -> None:
         assert verdict.client is not None and verdict.identity is not None
         assert self.transport is not None
+        role = verdict.client.role
         self.session = Session(
             client=verdict.client.name,
             tenant=verdict.client.tenant,
             fingerprint=verdict.identity.fingerprint,
             peer=peer,
+            role=role,
+            allowed=auth.allowed_operations(role),
         )
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.server.state.connections.add(self)
@@ -234,6 +276,7 @@ class KmipProtocol(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
         peer = _peer(self.transport)
+        metrics.handshake(metrics.engine_of(self), verdict.client is not None)
         if verdict.client is None:
             ident = verdict.identity
             self.server.refused(
@@ -241,6 +284,9 @@ class KmipProtocol(asyncio.Protocol):
                 peer=peer,
                 fingerprint=ident.fingerprint if ident else None,
                 subject=ident.subject if ident else None,
+                issuer=ident.issuer if ident else None,
+                detail=verdict.detail or None,
+                certificate=self._peer_der(),
             )
             if close is None:
                 self.transport.abort()
@@ -250,6 +296,15 @@ class KmipProtocol(asyncio.Protocol):
             return False
         self._admit(verdict, peer)
         return True
+
+    def _peer_der(self) -> bytes | None:
+        """The client certificate (DER) as the engine saw it, accepted or refused."""
+        if self.tls is not None:
+            return self.tls.peer_certificate
+        if self.ossl is not None:
+            return self.ossl.peer_certificate()
+        sslobj = self.transport.get_extra_info("ssl_object") if self.transport else None
+        return sslobj.getpeercert(binary_form=True) if sslobj is not None else None
 
     def _handshake_timed_out(self) -> None:
         if self.session is None and self.transport is not None:
@@ -266,11 +321,18 @@ class KmipProtocol(asyncio.Protocol):
             if e.to_write:
                 transport.write(e.to_write)
             if self.session is None:
+                reason = auth.NATIVE_REASONS.get(e.reason, f"TLS handshake refused: {e.reason}")
+                if e.reason == "protocol" and "incompatible" in (e.message or ""):
+                    # e.g. a TLS 1.0/1.1 client: rustls speaks only 1.2 and 1.3.
+                    reason = LEGACY_REFUSAL
                 self.server.refused(
-                    f"TLS handshake refused: {e.reason}",
+                    reason,
                     peer=_peer(transport),
                     fingerprint=e.fingerprint,
                     subject=e.subject,
+                    issuer=e.issuer,
+                    detail=e.message,
+                    certificate=tls.peer_certificate,
                 )
             else:
                 log.info("closing %s: TLS %s", self.session.peer, e.reason)
@@ -283,7 +345,11 @@ class KmipProtocol(asyncio.Protocol):
             if not tls.handshake_done:
                 return
             verdict = self.server.allow.identify_fingerprint(
-                tls.peer_fingerprint, tls.peer_subject, tls.peer_issuer, tls.peer_not_after
+                tls.peer_fingerprint,
+                tls.peer_subject,
+                tls.peer_issuer,
+                tls.peer_not_after,
+                lambda: tls.peer_certificate,
             )
             if not self._handshake_finished(verdict, tls.close):
                 return
@@ -296,9 +362,14 @@ class KmipProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.state.connections.discard(self)
-        if self._idle is not None:
-            self._idle.cancel()
+        for timer in (self._idle, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._idle = self._handshake_timer = None
         self._pending.clear()
+        # No reference cycle with the transport outlives the connection (see
+        # _freeze_old_objects: frozen objects are freed by reference counting only).
+        self.transport = None
 
     def _arm_idle(self) -> None:
         if self._idle is not None:
@@ -356,7 +427,21 @@ class KmipProtocol(asyncio.Protocol):
         try:
             out, plain = ossl.receive(data)
         except ssl.SSLError:
-            # The refusal was logged with its reason by _AuditedSSLObject.
+            refusal = ossl.refusal()
+            if refusal is not None and self.session is None:
+                der = ossl.offered_certificate()
+                ident = None
+                with contextlib.suppress(ValueError):
+                    ident = auth.identity_of(der) if der else None
+                self.server.refused(
+                    refusal[0],
+                    peer=_peer(transport),
+                    fingerprint=ident.fingerprint if ident else None,
+                    subject=ident.subject if ident else None,
+                    issuer=ident.issuer if ident else None,
+                    detail=refusal[1],
+                    certificate=der,
+                )
             transport.write(ossl.pending_output())
             self._pending.clear()
             transport.close()
@@ -515,13 +600,26 @@ class KmipServer:
         self.tls_config: _native.TlsConfig | None = None
         self.engine_choices: dict[str, int] = {}  # tls_engine "auto": connections per engine
         self._context: ssl.SSLContext | None = None
+        # (mtime, size) of the server certificate files the TLS engines were built from:
+        # `server cert install` replaces them and the watcher picks them up.
+        self._cert_files: tuple[tuple[int, int], ...] = ()
+        self._next_expiry_check = 0.0
         self._server: asyncio.base_events.Server | None = None
         self._stop = asyncio.Event()
 
-    def refused(self, reason: str, **fields: Any) -> None:
+    def refused(self, reason: str, certificate: bytes | None = None, **fields: Any) -> None:
+        """Logs and audits a refused client with why, who and (kept for `client allow`)
+        its certificate."""
+        fp = fields.get("fingerprint")
+        if fp and fp in self.allow.removed and reason in (auth.UNKNOWN, auth.WRONG_CA):
+            reason = auth.REMOVED
+        metrics.refusal(reason)
+        kept = auth.keep_refused(self.config.data_dir, certificate)
+        if kept is not None:
+            fields["certificate"] = str(kept)
         shown = ", ".join(f"{k} {v}" for k, v in fields.items() if v is not None)
         log.warning("refused client: %s (%s)", reason, shown)
-        self.audit.refusal(reason, **fields)
+        self.audit.refusal(reason, **{k: v for k, v in fields.items() if v is not None})
 
     def _swap_context(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
         current = self._context
@@ -535,15 +633,32 @@ class KmipServer:
         if self.report is not None and (changed or time.monotonic() - self._reported > 5.0):
             self._reported = time.monotonic()
             await self.report(self.allow.version)
-        if not (changed or force):
+        cert_files = self._cert_stamp()
+        new_cert = bool(self._cert_files) and cert_files != self._cert_files
+        if not (changed or force or new_cert):
             return
         self._context = build_ssl_context(self.config, self.allow.trusted_pems())
         allowed = self.allow.by_fingerprint
         if self.tls_config is not None:
-            self.tls_config.update(self.config.ca_cert_path.read_bytes(), list(allowed))
+            if new_cert:
+                # A new certificate means a new config (and new resumption state); open
+                # sessions keep the one they started with.
+                self.tls_config = build_tls_config(self.config, list(allowed))
+            roots = self.allow.ca_roots_pem(self.config.ca_cert_path.read_bytes())
+            self.tls_config.update(roots, list(allowed))
+        if new_cert:
+            log.info("server certificate %s reloaded", self.config.server_cert_path)
+            self.audit.admin("server certificate reloaded", path=str(self.config.server_cert_path))
+        self._cert_files = cert_files
         for conn in list(self.state.connections):
             sess = conn.session
-            if sess is not None and sess.fingerprint not in allowed:
+            if sess is None or sess.fingerprint in allowed:
+                continue
+            # Admitted by a CA rule: still admitted, by the same rule (a pattern can narrow)?
+            now = self.allow.identify_fingerprint(
+                sess.fingerprint, None, None, None, conn._peer_der
+            ).client
+            if now is None or now.name != sess.client:
                 log.info("closing session of removed client %s (%s)", sess.client, sess.peer)
                 self.audit.refusal("removed while connected", peer=sess.peer, client=sess.client)
                 conn.close()
@@ -553,11 +668,56 @@ class KmipServer:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=interval)
-            self.audit.flush()  # audit lines of a quiet period reach the file too
             try:
                 await self._refresh_allow_list()
+            except StoreError as e:  # the database is away (restart, failover): no traceback
+                log.warning("allow-list reload failed (%s); keeping the previous one", e)
             except Exception:
                 log.exception("allow-list reload failed; keeping the previous one")
+            if time.monotonic() >= self._next_expiry_check:
+                self._next_expiry_check = time.monotonic() + 86400.0
+                self.warn_expiring()
+
+    def _cert_stamp(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for path in (self.config.server_cert_path, self.config.server_key_path):
+            try:
+                st = path.stat()
+            except OSError:
+                out.append((0, 0))
+                continue
+            out.append((st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def warn_expiring(self) -> None:
+        """At start and daily: clients and the server certificate that expire soon."""
+        days = self.config.clients.expiry_warning_days
+        clients = [*self.allow.by_fingerprint.values()]
+        clients += [rule.client for rule in self.allow.ca_rules]
+        for client, end in auth.expiring(clients, days):
+            verb = "expired" if end < datetime.datetime.now(datetime.UTC) else "expires"
+            log.warning(
+                "client %s (tenant %s): certificate %s %s%s",
+                client.name,
+                client.tenant,
+                verb,
+                f"{end:%Y-%m-%d}",
+                f"; if kmipfast issued it: kmipfast client renew {client.name} --out FILE"
+                if client.fingerprint
+                else "",
+            )
+        try:
+            end = pki.load_cert(self.config.server_cert_path).not_valid_after_utc
+        except pki.PkiError as e:
+            log.warning("server certificate: %s", e)
+            return
+        if end - datetime.datetime.now(datetime.UTC) <= datetime.timedelta(days=days):
+            log.warning(
+                "server certificate %s expires %s; install a new one: "
+                "kmipfast server cert install CERT KEY",
+                self.config.server_cert_path,
+                f"{end:%Y-%m-%d}",
+            )
 
     def _exception_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -571,9 +731,11 @@ class KmipServer:
         loop.default_exception_handler(context)
 
     def _on_handshake_refused(self, reason: str, detail: str) -> None:
-        self.refused(f"TLS handshake refused: {reason}", detail=detail)
+        self.refused(reason, detail=detail)
 
-    async def serve(self, host: str, port: int) -> None:
+    async def serve(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Serves until stop() or SIGTERM/SIGINT.  ``reuse_port``: one of several
+        ``--workers`` on the same port (SO_REUSEPORT)."""
         global _handshake_refused
         _handshake_refused = self._on_handshake_refused
         loop = asyncio.get_running_loop()
@@ -597,6 +759,7 @@ class KmipServer:
             ),
             backlog=4096,
             reuse_address=True,
+            reuse_port=reuse_port or None,
         )
         sock = self._server.sockets[0].getsockname()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -604,9 +767,11 @@ class KmipServer:
         if self.on_ready is not None:
             self.on_ready(sock[0], sock[1])
         watcher = asyncio.ensure_future(self._watch_allow_list())
+        freezer = asyncio.ensure_future(_freeze_old_objects())
         await self._stop.wait()
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        freezer.cancel()
+        await asyncio.gather(watcher, freezer, return_exceptions=True)
         await self._shutdown()
 
     def stop(self) -> None:

@@ -137,6 +137,7 @@ class Vault:
         )
         self.hits = 0
         self.misses = 0
+        self._epoch = store.foreign_epoch()
 
     def lock(self, tenant: str, uid: str) -> asyncio.Lock:
         """Serializes read-modify-write of one object within this process."""
@@ -168,6 +169,11 @@ class Vault:
         """The object; another tenant's uid is Item Not Found, like a missing one.
         The result is shared with the cache: copy() before changing it."""
         key = (tenant, uid)
+        epoch = self.store.foreign_epoch()
+        if epoch != self._epoch:
+            # Another process wrote: whatever it changed must not be served from here.
+            self._epoch = epoch
+            self._cache.clear()
         obj = self._cache.get(key)
         if obj is not None:
             self.hits += 1

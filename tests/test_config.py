@@ -120,8 +120,8 @@ def test_config_is_frozen(tmp_path: Path) -> None:
             "limits.max_message_size must be between 4096 and 268435456 (got 100)",
         ),
         (
-            '[server]\ntls_min_version = "1.0"\n',
-            "server.tls_min_version must be one of '1.2', '1.3'",
+            '[server]\ntls_min_version = "0.9"\n',
+            "server.tls_min_version must be one of '1.0', '1.1', '1.2', '1.3'",
         ),
         ('[server]\nworkers = "4"\n', "server.workers must be an integer, got '4'"),
         ("[server]\nworkers = true\n", "server.workers must be an integer"),

@@ -14,17 +14,23 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from kmipfast import __version__, pki
-from kmipfast.cli import clients, keys, root, setup, tenants
+from kmipfast import __version__, auth, pki
+from kmipfast.auditchain import AuditChainError
+from kmipfast.cli import audit as audit_commands
+from kmipfast.cli import backup, clients, importer, keys, root, servercert, setup, status, tenants
 from kmipfast.cli.common import CliError
-from kmipfast.config import ConfigError
+from kmipfast.config import ConfigError, data_dir_from
 from kmipfast.errors import HsmError
 from kmipfast.keys.rotation import RootKeyError
 from kmipfast.store.base import StoreError
 
 __all__ = ["CliError", "build_parser", "main"]
 
-GROUPS = (setup, tenants, clients, root, keys)
+# Command groups that change or reveal the server's trust and keys: they need write
+# access to the data dir, the trust boundary (the OS user is in their audit lines).
+ADMIN_GROUPS = frozenset({"tenant", "client", "keys", "root", "import", "restore"})
+
+GROUPS = (setup, tenants, clients, root, keys, backup, servercert, status, importer, audit_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,15 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "data_dir"):
         args.data_dir = None
     try:
+        if args.command in ADMIN_GROUPS:
+            data_dir = data_dir_from(args.data_dir)
+            if data_dir.exists():
+                auth.require_admin(data_dir)
         return int(args.fn(args))
     except (CliError, ConfigError, pki.PkiError, StoreError, HsmError, RootKeyError) as e:
         print(f"kmipfast: error: {e}", file=sys.stderr)
         return 1
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, AuditChainError) as e:
         print(f"kmipfast: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: still one line; KMIPFAST_DEBUG=1 shows the traceback
+        if os.environ.get("KMIPFAST_DEBUG"):
+            raise
+        print(f"kmipfast: error: unexpected {type(e).__name__}: {e} "
+              "(KMIPFAST_DEBUG=1 shows where)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 def run() -> None:

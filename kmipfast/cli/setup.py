@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmipfast import __version__, pki
 from kmipfast.app import Runtime, runtime
@@ -20,6 +20,10 @@ from kmipfast.cli.clients import _allow, _issue_bundle
 from kmipfast.cli.common import DEFAULT_TENANT, Add, CliError, _run
 from kmipfast.config import Config, data_dir_from, load_config, parse_listen, write_default_config
 from kmipfast.store.base import NodeRecord
+
+if TYPE_CHECKING:
+    from kmipfast.admin import AdminServer
+    from kmipfast.server import KmipServer
 
 
 # -- init -----------------------------------------------------------------------------
@@ -31,8 +35,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         choices: dict[str, Any] = {}
         if args.software_root:
             choices["software_root"] = True
+        if args.store:
+            choices["store_url"] = args.store
         write_default_config(data_dir, **choices)
     config = load_config(data_dir)
+    if args.store and args.store != config.store.url:
+        raise CliError(
+            f"{data_dir / 'kmipfast.toml'} already names another store: edit [store] url there"
+        )
     for warning in config.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     if not config.hsm.software_root and config.hsm_module_path is None:
@@ -85,10 +95,30 @@ def _ensure_pki(config: Config, sans: list[str] | None) -> None:
         ),
     ):
         if cert_path.exists() and key_path.exists():
-            continue
+            if not sans or not _sans_differ(cert_path, ca, names):
+                continue
+            print(f"server certificate {cert_path.name}: new SANs {', '.join(names)}")
         cert, key = pki.issue_server_cert(ca, ca_key, names, key_type=key_type)  # type: ignore[arg-type]
         pki.write_private_key(key_path, key)
         pki.write_certs(cert_path, [cert, ca])
+
+
+def _sans_differ(cert_path: Path, ca: Any, names: list[str]) -> bool:
+    """Whether `init --san` asks for other names than the existing certificate has; an
+    operator's own certificate (not issued by the kmipfast CA) is never replaced."""
+    from kmipfast.auth import issued_by
+
+    cert = pki.load_cert(cert_path)
+    wanted = {str(pki.parse_san(n).value) for n in names}
+    have = {n.split(":", 1)[1] for n in pki.sans_of(cert)}
+    if wanted == have:
+        return False
+    if not issued_by(cert, ca):
+        raise CliError(
+            f"{cert_path} is not issued by the kmipfast CA (installed by the operator): "
+            "replace it with kmipfast server cert install"
+        )
+    return True
 
 
 async def _ensure_default_tenant(config: Config) -> int:
@@ -139,10 +169,29 @@ def write_pykmip_conf(out: Path, host: str, port: int) -> Path:
 
 # -- serve ----------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    overrides = {"server.tls_engine": args.tls_engine} if args.tls_engine else None
-    config = load_config(data_dir_from(args.data_dir), overrides)
+    overrides = {"server.tls_engine": args.tls_engine} if args.tls_engine else {}
+    if args.admin_listen is not None:
+        overrides["server.admin_listen"] = args.admin_listen
+    if os.environ.get("KMIPFAST_WORKER_INDEX", "0") != "0":
+        overrides["server.admin_listen"] = "off"  # one admin listener: worker 0's
+    config = load_config(data_dir_from(args.data_dir), overrides or None)
     listen = args.listen or config.server.listen
     host, port = parse_listen(listen)
+    workers = args.workers if args.workers is not None else config.server.workers
+    if workers < 1:
+        raise CliError(f"--workers must be at least 1 (got {workers})")
+    if workers > 1:
+        from kmipfast import workers as supervisor
+
+        command = [sys.executable, "-m", "kmipfast.cli", "--data-dir", str(config.data_dir),
+                   "serve"]  # fmt: skip
+        for flag, value in (("--tls-engine", args.tls_engine),
+                            ("--admin-listen", args.admin_listen)):  # fmt: skip
+            if value is not None:
+                command += [flag, value]
+        if args.verbose:
+            command.append("--verbose")
+        return supervisor.supervise(command, host, port, workers)
     logging.basicConfig(
         level=logging.INFO if not args.verbose else logging.DEBUG,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -156,10 +205,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency
         logging.getLogger("kmipfast").warning("uvloop missing; using the default event loop")
-    return asyncio.run(_serve(config, host, port))
+    return asyncio.run(_serve(config, host, port, reuse_port=args.reuse_port))
 
 
-async def _serve(config: Config, host: str, port: int) -> int:
+async def _serve(config: Config, host: str, port: int, *, reuse_port: bool = False) -> int:
     from kmipfast.auth import AllowList
     from kmipfast.operations import DISPATCH
     from kmipfast.protocol.processor import Processor
@@ -182,8 +231,10 @@ async def _serve(config: Config, host: str, port: int) -> int:
         node_id = f"{socket.gethostname()}:{os.getpid()}"
 
         async def on_data_change() -> None:
-            for tenant in await rt.services.keys.sync():
-                rt.services.vault.forget(tenant)
+            await rt.services.keys.sync()
+            # Objects an administrative command revoked or destroyed (or another node
+            # changed) may be cached here: re-read every object from the store.
+            rt.services.vault.clear()
 
         async def report(version: int) -> None:
             await rt.store.put_node(
@@ -206,9 +257,14 @@ async def _serve(config: Config, host: str, port: int) -> int:
             on_data_change=on_data_change,
             report=report,
         )
-        preload = asyncio.ensure_future(_preload_master_keys(rt))
-        await server.serve(host, port)
-        preload.cancel()
+        admin = await _start_admin(config, rt, server, node_id)
+        try:
+            preload = asyncio.ensure_future(_preload_master_keys(rt))
+            await server.serve(host, port, reuse_port=reuse_port)
+            preload.cancel()
+        finally:
+            if admin is not None:
+                await admin.close()
         rt.services.keys.drop_all()
         # Stopped cleanly and holds no key: `root shred` need not wait for this node.
         await rt.store.put_node(
@@ -217,6 +273,27 @@ async def _serve(config: Config, host: str, port: int) -> int:
         )  # fmt: skip
     print("kmipfast stopped", flush=True)
     return 0
+
+
+async def _start_admin(
+    config: Config, rt: Runtime, server: KmipServer, node_id: str
+) -> AdminServer | None:
+    """The admin listener (/metrics, /healthz, /readyz), or None when it is off or its
+    address is taken: KMIP is served either way, the failure is logged."""
+    from kmipfast.admin import AdminServer, admin_address
+
+    listen = admin_address(config.server.admin_listen)
+    if listen is None:
+        return None
+    admin = AdminServer(rt, server, node_id)
+    try:
+        h, p = await admin.start(*parse_listen(listen))
+    except OSError as e:
+        logging.getLogger("kmipfast").warning("admin listener not started on %s: %s", listen, e)
+        return None
+    shown = f"[{h}]" if ":" in h else h
+    print(f"kmipfast admin listening on http://{shown}:{p} (/metrics /healthz /readyz)", flush=True)
+    return admin
 
 
 async def _preload_master_keys(rt: Runtime) -> None:
@@ -269,10 +346,24 @@ def register(sub: Any, add: Add) -> None:
         action="store_true",
         help="DEVELOPMENT ONLY: root keys in a file instead of an HSM",
     )
+    sp.add_argument(
+        "--store",
+        metavar="URL",
+        help="where objects, tenants and clients live (written into the config): "
+        "sqlite:///FILE (default, in the data dir) or postgresql://USER@HOST[:PORT][,HOST2...]/DB"
+        " to share them between nodes",
+    )
     sp = add(sub, "serve", cmd_serve, "serve KMIP over mutually authenticated TLS")
     sp.set_defaults(logs=True)
     sp.add_argument("--listen", help="HOST:PORT (default from config, 127.0.0.1:5696)")
     sp.add_argument("--tls-engine", choices=("auto", "rustls", "openssl"),
                     help="TLS engine (default from config: auto)")  # fmt: skip
+    sp.add_argument("--admin-listen", metavar="HOST:PORT",
+                    help="admin HTTP listener for /metrics, /healthz, /readyz "
+                         "(default from config, 127.0.0.1:9696; off to disable)")  # fmt: skip
+    sp.add_argument("--workers", type=int, metavar="N",
+                    help="N server processes on one port, sharing the store "
+                         "(default from config: 1)")  # fmt: skip
+    sp.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sp.add_argument("-v", "--verbose", action="store_true")
     add(sub, "selfcheck", cmd_selfcheck, "check the native module")

@@ -6,19 +6,23 @@ import argparse
 from typing import Any
 
 from kmipfast.app import runtime
+from kmipfast.auth import require_admin
 from kmipfast.cli.common import Add, CliError, _config, _date, _run
 from kmipfast.store.base import StoreConflict
 
 
 # -- tenants ----------------------------------------------------------------------------
 def cmd_tenant_create(args: argparse.Namespace) -> int:
+    config = _config(args)
+    os_user = require_admin(config.data_dir)
+
     async def go() -> int:
-        async with runtime(_config(args)) as rt:
+        async with runtime(config) as rt:
             try:
                 rec = await rt.services.keys.create_tenant(args.name)
             except StoreConflict:
                 raise CliError(f"tenant {args.name!r} already exists") from None
-            rt.services.audit.admin("tenant created", tenant=args.name)
+            rt.services.audit.admin("tenant created", tenant=args.name, os_user=os_user)
             print(f"tenant {rec.name} created (root key {rec.root_label})")
             return 0
 

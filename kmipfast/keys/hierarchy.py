@@ -12,6 +12,7 @@ still exists when it comes back.  Concurrent misses share one HSM call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -23,7 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from kmipfast import _native
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
+
+from kmipfast import _native, metrics
+from kmipfast.auditchain import SigningKeys
 from kmipfast.errors import (
     HsmError,
     HsmIntegrityError,
@@ -45,6 +51,7 @@ class RootKeys(Protocol):
     def generate_root_key(self, label: str) -> None: ...
     def root_key_exists(self, label: str) -> bool: ...
     def destroy_root_key(self, label: str) -> None: ...
+    def shred_root_key(self, label: str) -> tuple[list[int], list[int], int]: ...
     def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, _native.MasterKey]: ...
     def seal_master_key(self, label: str, master: _native.MasterKey, aad: bytes) -> bytes: ...
     def unseal_master_key(self, label: str, sealed: bytes, aad: bytes) -> _native.MasterKey: ...
@@ -100,6 +107,53 @@ class SoftwareRoot:
             path.unlink()
         except FileNotFoundError:
             raise HsmKeyNotFound(f"root key {label!r} not found") from None
+
+    def shred_root_key(self, label: str) -> tuple[list[int], list[int], int]:
+        """Like the HSM's: no handles here; the lookup afterwards is of the file."""
+        self.destroy_root_key(label)
+        return [], [], int(self._path(label).exists())
+
+    def _signing_path(self, label: str) -> Path:
+        return self._path(label).with_suffix(".signing.pem")
+
+    def signing_public_key(self, label: str) -> bytes:
+        """The audit signing key pair (P-256), a PEM file here, made on first use."""
+        path = self._signing_path(label)
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(pem)
+                    f.flush()
+                    os.fsync(f.fileno())
+        public = self._signing_key(label).public_key()
+        return public.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+    def _signing_key(self, label: str) -> ec.EllipticCurvePrivateKey:
+        try:
+            key = serialization.load_pem_private_key(
+                self._signing_path(label).read_bytes(), password=None
+            )
+        except FileNotFoundError:
+            raise HsmKeyNotFound(f"signing key {label!r} not found") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise HsmError(f"signing key {label!r} is not an EC key")
+        return key
+
+    def sign_digest(self, label: str, digest: bytes) -> bytes:
+        if len(digest) != 32:
+            raise ValueError("the digest must be 32 bytes (SHA-256)")
+        der = self._signing_key(label).sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(32) + s.to_bytes(32)
 
     def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, _native.MasterKey]:
         root = self._load(label)
@@ -169,6 +223,21 @@ class ReconnectingRoot:
 
     def destroy_root_key(self, label: str) -> None:
         self._get().destroy_root_key(label)
+
+    def shred_root_key(self, label: str) -> tuple[list[int], list[int], int]:
+        return self._get().shred_root_key(label)
+
+    def signing_public_key(self, label: str) -> bytes:
+        return self._signing().signing_public_key(label)
+
+    def sign_digest(self, label: str, digest: bytes) -> bytes:
+        return self._signing().sign_digest(label, digest)
+
+    def _signing(self) -> SigningKeys:
+        root = self._get()
+        if not isinstance(root, SigningKeys):
+            raise HsmError("this HSM binding cannot hold the audit signing key")
+        return root
 
     def new_master_key(self, label: str, aad: bytes) -> tuple[bytes, _native.MasterKey]:
         return self._get().new_master_key(label, aad)
@@ -267,7 +336,8 @@ class KeyHierarchy:
 
     async def in_executor(self, fn: Callable[..., T], *args: object) -> T:
         """Runs an HSM call on the bounded HSM executor, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        loop = asyncio.get_running_loop()
+        return await metrics.hsm_call(fn, loop.run_in_executor(self.executor, fn, *args))
 
     async def master(self, tenant: str, version: int | None = None) -> _native.MasterKey:
         """The master key of ``tenant`` (generation ``version``, default the current)."""

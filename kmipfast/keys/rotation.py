@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -216,16 +217,48 @@ async def _move(
     raise StoreError(f"object {uid} kept changing during re-encryption; run again")
 
 
+@dataclass
+class ShredReceipt:
+    """What a shred did, for its certificate: the root key, what the HSM said when asked
+    for it again after the destroy, and the keys made unrecoverable."""
+
+    tenant: str
+    root_label: str
+    handles: list[int]  # the root key's handles before the destroy ([] for a software root)
+    handles_still_found: list[int]  # those that still named it after (empty: gone)
+    label_still_found: int  # keys its label still found after (0: gone)
+    already_gone: bool  # the root key was not in the HSM any more when the shred began
+    uids: list[str]  # sorted uids of the tenant's objects that carried key material
+    lagging: list[str]  # servers that did not confirm dropping the master key
+
+    @property
+    def uids_sha256(self) -> str:
+        return hashlib.sha256("\n".join(self.uids).encode()).hexdigest()
+
+
 async def shred(keys: KeyHierarchy, tenant: str, *, wait: float = 10.0) -> list[str]:
     """Destroys the tenant's root key and sealed master keys; returns the nodes that
     did not confirm within ``wait`` seconds (empty when all did)."""
+    return (await shred_with_receipt(keys, tenant, wait=wait)).lagging
+
+
+async def shred_with_receipt(
+    keys: KeyHierarchy, tenant: str, *, wait: float = 10.0
+) -> ShredReceipt:
+    """:func:`shred`, returning what a shred certificate states."""
     store = keys.store
     rec = await store.get_tenant(tenant)
     if rec is None:
         raise RootKeyError(f"no tenant {tenant!r}")
     # Already gone from the HSM is fine: what the store holds is removed all the same.
-    with contextlib.suppress(HsmKeyNotFound):
-        await keys.in_executor(keys.root.destroy_root_key, rec.root_label)
+    try:
+        handles, still, by_label = await keys.in_executor(keys.root.shred_root_key, rec.root_label)
+        already_gone = False
+    except HsmKeyNotFound:
+        handles, still, by_label, already_gone = [], [], 0, True
+    if already_gone or by_label == 0:
+        # Confirm with a lookup of its own that the label finds nothing now.
+        by_label = int(await keys.in_executor(keys.root.root_key_exists, rec.root_label))
     await store.update_tenant(
         replace(
             rec,
@@ -236,7 +269,19 @@ async def shred(keys: KeyHierarchy, tenant: str, *, wait: float = 10.0) -> list[
         )
     )
     keys.drop(tenant)
-    return await wait_for_nodes(store, wait)
+    lagging = await wait_for_nodes(store, wait)
+    # Listed once servers have dropped the master key: none can seal another one now.
+    uids = sorted([obj.uid async for obj in store.list_objects(tenant) if obj.key_blob is not None])
+    return ShredReceipt(
+        tenant=tenant,
+        root_label=rec.root_label,
+        handles=handles,
+        handles_still_found=still,
+        label_still_found=by_label,
+        already_gone=already_gone,
+        uids=uids,
+        lagging=lagging,
+    )
 
 
 async def wait_for_nodes(store: Store, wait: float) -> list[str]:

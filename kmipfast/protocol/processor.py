@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kmipfast import _native
+from kmipfast import _native, metrics
 from kmipfast.errors import InvalidUnwrap, TtlvError
 from kmipfast.protocol import messages, ttlv
 from kmipfast.protocol.enums import (
@@ -30,6 +30,7 @@ from kmipfast.protocol.errors import KmipError
 from kmipfast.protocol.messages import RequestItem, ResponseItem
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
+from kmipfast.store.base import StoreError
 
 if TYPE_CHECKING:
     from kmipfast.services import Services
@@ -48,6 +49,9 @@ class Session:
     tenant: str
     fingerprint: str
     peer: str = ""
+    # The client's role and the operations it allows (None: all), see kmipfast.auth.ROLES.
+    role: str = "full"
+    allowed: frozenset[int] | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +91,10 @@ def outcome_of(exc: BaseException, item: RequestItem | None) -> ResponseItem:
     """The single mapping from an exception to a failed batch item."""
     if isinstance(exc, KmipError):
         return messages.failure(item, exc.reason, exc.message)
+    if isinstance(exc, StoreError):
+        # The database is away (restart, failover): an operational state, not a bug.
+        log.warning("store unavailable: %s", exc)
+        return messages.failure(item, ResultReason.GeneralFailure, "key store unavailable")
     incident = uuid.uuid4().hex[:12]
     log.error("incident %s: unexpected error", incident, exc_info=exc)
     return messages.failure(
@@ -215,6 +223,7 @@ class Processor:
         stop_on_error = request.header.error_option != BatchErrorContinuationOption.Continue
         requested = request.header.version
         for item in request.items:
+            started = metrics.clock()
             ctx = Context(
                 session=session,
                 services=self.services,
@@ -224,6 +233,7 @@ class Processor:
                 placeholder=placeholder,
             )
             result = await self._run_item(ctx, item, requested)
+            metrics.request(item.operation, result.reason, started)
             results.append(result)
             self.services.audit.operation(ctx, result)
             if result.status != ResultStatus.Success:
@@ -251,6 +261,14 @@ class Processor:
                 item,
                 ResultReason.FeatureNotSupported,
                 "critical message extension not supported",
+            )
+        allowed = ctx.session.allowed
+        if allowed is not None and item.operation not in allowed:
+            return messages.failure(
+                item,
+                ResultReason.PermissionDenied,
+                f"operation {_op_name(item.operation)} is not allowed for role "
+                f"{ctx.session.role} of client {ctx.session.client}",
             )
         handler = self.dispatch.get(item.operation)
         if handler is None:

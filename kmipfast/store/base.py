@@ -1,4 +1,4 @@
-"""The object store interface, backend-neutral (SQLite now, PostgreSQL later).
+"""The object store interface, backend-neutral (SQLite, PostgreSQL).
 
 The store never sees plaintext key material: ``key_blob`` is the object key
 wrapped by the tenant master key and ``sealed_master_key`` is the tenant
@@ -25,7 +25,8 @@ Contract shared by every backend:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -96,7 +97,26 @@ class ClientRecord:
     issuer: str | None
     not_after: int | None
     created: int
-    ca_rule: str | None = None  # subject pattern, for CA + subject rules
+    # A CA + subject rule (``fingerprint`` None): the shell-style pattern the subject's
+    # common name must match, and the PEM of the CA that must have issued the certificate.
+    ca_rule: str | None = None
+    # What the client may do: "full", "vcenter", "array" or "readonly" (kmipfast.auth.ROLES).
+    role: str = "full"
+    ca_pem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChange:
+    """What another process changed, as a shared store (PostgreSQL) announces it.
+
+    ``uid`` set: that object of ``tenant`` changed or went away.  Neither set: clients
+    or tenants changed (the data version moved).  ``lost``: changes may have been
+    missed (the notification connection was down), so every cache must be dropped.
+    """
+
+    tenant: str | None = None
+    uid: str | None = None
+    lost: bool = False
 
 
 @dataclass(slots=True)
@@ -108,6 +128,18 @@ class StoreStats:
     failed_ops: int = 0  # write operations that failed (conflicts included)
     max_batch: int = 0  # most operations seen in one transaction
     scrubs: int = 0  # checkpoints run to overwrite removed key bytes
+
+
+@dataclass(slots=True)
+class StoreSnapshot:
+    """Every row a backup holds, as of one instant (see :meth:`Store.snapshot`)."""
+
+    tenants: list[TenantRecord]  # root-key records and sealed master keys
+    clients: list[ClientRecord]
+    object_count: int
+    # The objects with their attributes, oldest first (insertion order), fetched in
+    # pages from the same snapshot; iterate once, inside the ``async with``.
+    objects: AsyncIterator[ObjectRecord]
 
 
 class Store(abc.ABC):
@@ -238,17 +270,46 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_nodes(self) -> list[NodeRecord]: ...
 
+    def foreign_epoch(self) -> int:
+        """A number that moves on whenever another process may have changed objects
+        (see ``SqliteStore.foreign_epoch``); caches drop everything when it does.  Cheap
+        and synchronous: called before every cache hit.  A backend that no other process
+        writes may keep the default."""
+        return 0
+
     @abc.abstractmethod
     async def data_version(self) -> int:
         """Counter bumped in the same transaction as every client or tenant change."""
+
+    # -- change notifications (shared stores) -------------------------------------
+
+    def subscribe(self, on_change: Callable[[StoreChange], None]) -> None:  # noqa: B027
+        """Call ``on_change`` (on the event loop) for each change other processes make,
+        until close().  A store only one process writes (SQLite) announces nothing:
+        its users poll ``data_version()`` as before."""
+
+    @abc.abstractmethod
+    async def bump_data_version(self) -> int:
+        """Moves the data version on by itself and returns the new value: an
+        administrative command changed objects (revoke, destroy) that a running server
+        may hold in its cache, and servers drop their caches when the version moves."""
+
+    # -- backup -----------------------------------------------------------------
+    def snapshot(self) -> contextlib.AbstractAsyncContextManager[StoreSnapshot]:
+        """``async with store.snapshot() as snap:`` every tenant, client and object as
+        of one instant (one read transaction), nodes excluded; writers are not held up
+        for the duration (kmipfast.backup).  Backends that cannot do this raise."""
+        raise StoreError(f"{type(self).__name__} cannot take a consistent snapshot")
 
 
 def open_store(url: str, data_dir: Path, **options: int) -> Store:
     """Build (not open) the store named by ``url``.
 
     ``sqlite:///name.sqlite3`` is relative to ``data_dir``;
-    ``sqlite:////abs/path.sqlite3`` is absolute.  ``options`` go to the
-    backend (for SQLite: ``group_commit_max``, ``readers``, ``busy_timeout_ms``).
+    ``sqlite:////abs/path.sqlite3`` is absolute.  ``postgresql://...`` is a libpq-style
+    URL (several ``host:port`` pairs and ``target_session_attrs`` allowed).  ``options``
+    go to the backend (SQLite: ``group_commit_max``, ``readers``, ``busy_timeout_ms``;
+    PostgreSQL: ``group_commit_max``, ``readers``).
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -265,5 +326,8 @@ def open_store(url: str, data_dir: Path, **options: int) -> Store:
 
         return SqliteStore(path, **options)
     if scheme in ("postgres", "postgresql"):
-        raise StoreError("the PostgreSQL store is not implemented yet")
+        from kmipfast.store.postgres import PostgresStore
+
+        pg_options = {k: v for k, v in options.items() if k in ("group_commit_max", "readers")}
+        return PostgresStore(url, **pg_options)
     raise StoreError(f"unknown store scheme {scheme!r}")

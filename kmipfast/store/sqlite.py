@@ -32,17 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import mmap
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kmipfast import metrics
 from kmipfast.store.base import (
     ClientRecord,
     NodeRecord,
@@ -50,6 +54,7 @@ from kmipfast.store.base import (
     Store,
     StoreConflict,
     StoreError,
+    StoreSnapshot,
     StoreStats,
     TenantRecord,
 )
@@ -124,6 +129,11 @@ MIGRATIONS: tuple[str, ...] = (
         held TEXT NOT NULL
     ) STRICT;
     """,
+    # 3: per-client roles (allowed operations) and the CA certificate of a CA + subject rule.
+    """
+    ALTER TABLE clients ADD COLUMN role TEXT NOT NULL DEFAULT 'full';
+    ALTER TABLE clients ADD COLUMN ca_pem TEXT;
+    """,
 )
 
 # Column lists in record field order (ObjectRecord's attributes live in their own table).
@@ -134,11 +144,57 @@ _TENANT_FIELDS = ("name", "root_label", "sealed_master_key", "master_key_version
                   "previous_master_key_version")  # fmt: skip
 _NODE_FIELDS = ("id", "pid", "host", "data_version", "seen", "held")
 _CLIENT_FIELDS = ("name", "tenant", "fingerprint", "subject", "issuer", "not_after", "created",
-                  "ca_rule")  # fmt: skip
+                  "ca_rule", "role", "ca_pem")  # fmt: skip
 _OBJECT_COLUMNS = ", ".join(_OBJECT_FIELDS)
 _TENANT_COLUMNS = ", ".join(_TENANT_FIELDS)
 _CLIENT_COLUMNS = ", ".join(_CLIENT_FIELDS)
 _BUMP_DATA_VERSION = "UPDATE meta SET value = value + 1 WHERE key = 'data_version'"
+_OBJECTS_SEQ = "SELECT value FROM meta WHERE key = 'objects_seq'"
+_BUMP_OBJECTS_SEQ = "UPDATE meta SET value = value + 1 WHERE key = 'objects_seq' RETURNING value"
+
+
+class _CommitMark:
+    """The highest ``objects_seq`` committed to one database, shared by every process
+    that opens it: 8 bytes at the start of ``<db>-seq``, mapped shared.  Raised (never
+    lowered) under an exclusive flock after each commit."""
+
+    def __init__(self, path: Path, committed: int) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < mmap.PAGESIZE:
+                os.ftruncate(fd, mmap.PAGESIZE)
+            self.view = mmap.mmap(fd, mmap.PAGESIZE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if self.value() > committed:  # a restored or replaced database: start over
+                self.view[0:8] = committed.to_bytes(8, "little")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def value(self) -> int:
+        return int.from_bytes(self.view[0:8], "little")
+
+    def raise_to(self, seq: int) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if self.value() < seq:
+                self.view[0:8] = seq.to_bytes(8, "little")
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.view.close()
+        os.close(self._fd)
+
+
+# Longest a group commit waits for writers that are on their way (see _writer_main).
+_GATHER_MAX = 0.002
+# More foreign commits than this at once are not checked one by one.
+_SEQ_SCAN_LIMIT = 4096
 _PAGE = 500  # rows per page in list_objects
 
 
@@ -303,11 +359,13 @@ def _put_client(rec: ClientRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         try:
             conn.execute(
-                f"INSERT INTO clients ({_CLIENT_COLUMNS}) VALUES ({_placeholders(8)})"
+                f"INSERT INTO clients ({_CLIENT_COLUMNS})"
+                f" VALUES ({_placeholders(len(_CLIENT_FIELDS))})"
                 " ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant,"
                 " fingerprint = excluded.fingerprint, subject = excluded.subject,"
                 " issuer = excluded.issuer, not_after = excluded.not_after,"
-                " created = excluded.created, ca_rule = excluded.ca_rule",
+                " created = excluded.created, ca_rule = excluded.ca_rule,"
+                " role = excluded.role, ca_pem = excluded.ca_pem",
                 _row(rec, _CLIENT_FIELDS),
             )
         except sqlite3.IntegrityError as exc:
@@ -316,6 +374,12 @@ def _put_client(rec: ClientRecord) -> WriteFn:
         return None, False
 
     return fn
+
+
+def _bump_data_version(conn: sqlite3.Connection) -> tuple[int, bool]:
+    conn.execute(_BUMP_DATA_VERSION)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'data_version'").fetchone()
+    return int(row[0]), False
 
 
 def _remove_client(name: str) -> WriteFn:
@@ -383,6 +447,15 @@ class SqliteStore(Store):
         self._open = False
         self._closing: asyncio.Future[None] | None = None
         self._scrub_pending = False
+        self._last_batch = 1  # writers in the last group commit
+        self._gather_seconds = 0.0  # how long the next group may wait for them
+        # Cross-process coherence (see foreign_epoch): every write transaction bumps
+        # meta.objects_seq; the values this process wrote are remembered here.
+        self._own_seqs: set[int] = set()
+        self._mark: _CommitMark | None = None
+        self._seen_mark = b""
+        self._seen_seq = 0
+        self._epoch = 0
 
     # -- connections ------------------------------------------------------------
 
@@ -435,6 +508,9 @@ class SqliteStore(Store):
             if mode != "wal":
                 raise StoreError(f"could not put {self.path} in WAL mode (got {mode})")
             self._migrate(conn)
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('objects_seq', 0)")
+            self._seen_seq = int(conn.execute(_OBJECTS_SEQ).fetchone()[0])
+            self._mark = _CommitMark(self.path.with_name(self.path.name + "-seq"), self._seen_seq)
         except BaseException:
             conn.close()
             raise
@@ -482,6 +558,9 @@ class SqliteStore(Store):
                 for conn in self._read_conns:
                     conn.close()
                 self._read_conns.clear()
+            if self._mark is not None:
+                self._mark.close()
+                self._mark = None
 
     # -- the writer thread --------------------------------------------------------
 
@@ -511,6 +590,11 @@ class SqliteStore(Store):
                     self._scrub(conn)
                     continue
                 batch: list[_Write] = []
+                # Group commit: take what is queued; if the last commit carried more
+                # writers than are here yet, wait a little for the rest (they are being
+                # processed on the event loop), instead of paying an fsync for one now
+                # and another for the rest moments later.
+                wait_until = time.monotonic() + self._gather_seconds
                 while True:
                     if item is _STOP:
                         stopping = True
@@ -521,9 +605,19 @@ class SqliteStore(Store):
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
-                        break
+                        left = wait_until - time.monotonic()
+                        if stopping or len(batch) >= self._last_batch or left <= 0:
+                            break
+                        try:
+                            item = self._queue.get(timeout=left)
+                        except queue.Empty:
+                            break
                 if batch:
+                    started = time.monotonic()
                     self._run_batch(conn, batch)
+                    self._last_batch = len(batch)
+                    # Waiting pays only while it is short next to a commit.
+                    self._gather_seconds = min(_GATHER_MAX, (time.monotonic() - started) / 4)
             self._scrub(conn)
             conn.close()
         except BaseException as exc:  # pragma: no cover - the thread must always report
@@ -547,6 +641,8 @@ class SqliteStore(Store):
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         outcomes: list[tuple[Any, BaseException | None]] = []
         scrubs: list[bool] = []  # per write: did it remove wrapped key bytes?
+        started = metrics.clock()
+        seq = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
             for write in batch:
@@ -564,15 +660,25 @@ class SqliteStore(Store):
                     conn.execute("RELEASE op")
                     outcomes.append((result, None))
                     scrubs.append(scrub)
+            seq = int(conn.execute(_BUMP_OBJECTS_SEQ).fetchone()[0])
+            self._own_seqs.add(seq)  # before COMMIT: the watcher must never see it as foreign
             conn.execute("COMMIT")
         except Exception as exc:
             log.error("store transaction of %d writes failed: %s", len(batch), exc)
+            if seq:
+                # Not ours after all; and since another process may commit this seq now,
+                # caches start over rather than mistake its write for ours.
+                self._own_seqs.discard(seq)
+                self._epoch += 1
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             err = StoreError(f"write not committed: {exc}")
             self.stats.failed_ops += len(batch)
             _deliver(batch, [(None, err)] * len(batch))
             return
+        if self._mark is not None:
+            self._mark.raise_to(seq)  # before anyone is answered: see foreign_epoch
+        metrics.store_commit(len(batch), started)
         self.stats.commits += 1
         failed = sum(1 for _, e in outcomes if e is not None)
         self.stats.failed_ops += failed
@@ -604,6 +710,40 @@ class SqliteStore(Store):
         if self._scrub_pending:
             self.stats.scrubs += 1
         self._scrub_pending = False
+
+    # -- other processes' writes ------------------------------------------------------
+
+    def foreign_epoch(self) -> int:
+        """Moves on when another process (a ``--workers`` sibling, a CLI command, another
+        node on the same file) committed since the last call; the cache calls it before
+        every hit, on the event loop thread.
+
+        Every write transaction bumps ``meta.objects_seq``; after COMMIT and before any
+        of its writers is answered, the writer raises the shared mark (``<db>-seq``,
+        an mmap'ed 8-byte maximum, raised under an flock so it never goes back) to that
+        value.  So when a request arrives after some process answered a write, the mark
+        already covers that write's seq.  Reading the mark costs a memory read; only when
+        it moved are the seqs up to it compared with the ones this process wrote."""
+        mark = self._mark
+        if mark is None:
+            return self._epoch
+        raw = mark.view[0:8]
+        if raw == self._seen_mark:
+            return self._epoch
+        self._seen_mark = raw
+        value = int.from_bytes(raw, "little")
+        seen, own = self._seen_seq, self._own_seqs
+        if value <= seen:
+            if value < seen:  # the database was replaced under us: trust nothing
+                self._epoch += 1
+                self._seen_seq = value
+            return self._epoch
+        if value - seen > _SEQ_SCAN_LIMIT or any(s not in own for s in range(seen + 1, value + 1)):
+            self._epoch += 1
+        if own:
+            own.difference_update([s for s in own if s <= value])
+        self._seen_seq = value
+        return self._epoch
 
     # -- reads --------------------------------------------------------------------
 
@@ -783,12 +923,81 @@ class SqliteStore(Store):
         return [NodeRecord(*row) for row in rows]
 
     async def data_version(self) -> int:
+        """Polled about once a second by running servers; also publishes any committed
+        object write whose process died before raising the shared mark."""
         rows = await self._read(
             lambda conn: conn.execute(
-                "SELECT value FROM meta WHERE key = 'data_version'"
+                "SELECT key, value FROM meta WHERE key IN ('data_version', 'objects_seq')"
             ).fetchall()
         )
-        return int(rows[0][0])
+        values = dict(rows)
+        mark = self._mark
+        if mark is not None and values.get("objects_seq", 0) > mark.value():
+            mark.raise_to(int(values["objects_seq"]))
+        return int(values["data_version"])
+
+    async def bump_data_version(self) -> int:
+        return int(await self._write(_bump_data_version))
+
+    # -- backup -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[StoreSnapshot]:
+        """Copies the database into memory with SQLite's backup API in one step (one
+        read transaction, as long as a file copy), then reads the copy: the writer's
+        checkpoints, which wait for readers of old snapshots, never wait on a backup."""
+        if not self._open:
+            raise StoreError("store is not open")
+
+        def copy() -> sqlite3.Connection:
+            src = self._connect(writer=False)
+            mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            try:
+                src.backup(mem)  # pages=-1: everything in one step
+            except BaseException:
+                mem.close()
+                raise
+            finally:
+                src.close()
+            return mem
+
+        def head(mem: sqlite3.Connection) -> tuple[list[TenantRecord], list[ClientRecord], int]:
+            tenants = mem.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name")
+            clients = mem.execute(f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY name")
+            (count,) = mem.execute("SELECT count(*) FROM objects").fetchone()
+            return (
+                [TenantRecord(*row) for row in tenants.fetchall()],
+                [ClientRecord(*row) for row in clients.fetchall()],
+                int(count),
+            )
+
+        async def objects(mem: sqlite3.Connection) -> AsyncIterator[ObjectRecord]:
+            def page(after: int) -> tuple[int, list[ObjectRecord]]:
+                rows = mem.execute(
+                    f"SELECT rowid, {_OBJECT_COLUMNS} FROM objects WHERE rowid > ?"
+                    " ORDER BY rowid LIMIT ?",
+                    (after, _PAGE),
+                ).fetchall()
+                end = rows[-1][0] if rows else after
+                return end, _objects_from_rows(mem, [row[1:] for row in rows])
+
+            last = 0
+            while True:
+                last, recs = await asyncio.to_thread(page, last)
+                for rec in recs:
+                    yield rec
+                if len(recs) < _PAGE:
+                    return
+
+        try:
+            mem = await asyncio.to_thread(copy)
+        except sqlite3.Error as exc:
+            raise StoreError(f"snapshot failed: {exc}") from exc
+        try:
+            tenants, clients, count = await asyncio.to_thread(head, mem)
+            yield StoreSnapshot(tenants, clients, count, objects(mem))
+        finally:
+            mem.close()
 
 
 def _as_store_error(exc: Exception) -> Exception:

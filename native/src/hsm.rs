@@ -358,6 +358,139 @@ impl Hsm {
         })
     }
 
+    /// Destroys the root key like `destroy_root_key`, then asks the token again, on the same
+    /// session, for each destroyed handle and for the label: the HSM's own confirmation that
+    /// the key is gone, for a shred certificate.
+    pub fn shred_root_key(&self, label: &str) -> Result<DestroyProof, HsmError> {
+        check_label(label)?;
+        let _admin = lock(&ADMIN);
+        lock(&self.handles).remove(label);
+        self.with_session(|s| {
+            let found = self.find_keys(s, label)?;
+            if found.is_empty() {
+                return Err(HsmError::KeyNotFound(label.to_owned()));
+            }
+            for handle in &found {
+                match s.destroy_object(*handle) {
+                    Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) | Ok(()) => {}
+                    Err(e) => return Err(ck(e)),
+                }
+            }
+            let mut handles_still_found = Vec::new();
+            for handle in &found {
+                match s.get_attributes(*handle, &[AttributeType::Class, AttributeType::Label]) {
+                    // A reused handle number naming another object is not our key.
+                    Ok(attrs) if names_key(&attrs, label) => {
+                        handles_still_found.push(handle.handle())
+                    }
+                    Ok(_) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => {}
+                    Err(e) => return Err(ck(e)),
+                }
+            }
+            let label_still_found = self.find_keys(s, label)?.len();
+            Ok(DestroyProof {
+                handles: found.iter().map(|h| h.handle()).collect(),
+                handles_still_found,
+                label_still_found,
+            })
+        })
+    }
+
+    /// The public half (uncompressed EC point, 65 bytes) of the EC P-256 signing key `label`,
+    /// generated in the token on first use: private, sensitive, never extractable, sign only.
+    pub fn signing_public_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
+        check_label(label)?;
+        if let Some(point) = self.with_session(|s| self.find_public_point(s, label))? {
+            return Ok(point);
+        }
+        let _admin = lock(&ADMIN);
+        self.with_session(|s| {
+            if let Some(point) = self.find_public_point(s, label)? {
+                return Ok(point); // made meanwhile by another caller
+            }
+            let public = [
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Verify(true),
+                Attribute::EcParams(P256_OID.to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
+            let private = [
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::Decrypt(false),
+                Attribute::Derive(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
+            s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+                .map_err(ck)?;
+            self.find_public_point(s, label)?.ok_or_else(|| {
+                HsmError::Pkcs11(format!("signing key {label:?} not found after generation"))
+            })
+        })
+    }
+
+    /// ECDSA P-256 (`CKM_ECDSA`) over a 32-byte SHA-256 digest with the private signing key
+    /// `label`; returns `r || s` (64 bytes). `KeyNotFound` if the key does not exist.
+    pub fn sign_digest(&self, label: &str, digest: &[u8]) -> Result<Vec<u8>, HsmError> {
+        check_label(label)?;
+        if digest.len() != 32 {
+            return Err(HsmError::InvalidArgument(
+                "the digest must be 32 bytes (SHA-256)".into(),
+            ));
+        }
+        self.with_session(|s| {
+            let template = [
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
+            let key = match s.find_objects(&template).map_err(ck)?.as_slice() {
+                [key] => *key,
+                [] => return Err(HsmError::KeyNotFound(label.to_owned())),
+                many => {
+                    return Err(HsmError::Pkcs11(format!(
+                        "{} private keys labelled {label:?}; expected one",
+                        many.len()
+                    )))
+                }
+            };
+            s.sign(&Mechanism::Ecdsa, key, digest).map_err(ck)
+        })
+    }
+
+    fn find_public_point(&self, s: &Session, label: &str) -> Result<Option<Vec<u8>>, HsmError> {
+        let template = [
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let handle = match s.find_objects(&template).map_err(ck)?.as_slice() {
+            [] => return Ok(None),
+            [handle] => *handle,
+            many => {
+                return Err(HsmError::Pkcs11(format!(
+                    "{} public keys labelled {label:?}; expected one",
+                    many.len()
+                )))
+            }
+        };
+        let attrs = s
+            .get_attributes(handle, &[AttributeType::EcPoint])
+            .map_err(ck)?;
+        let point = attrs.iter().find_map(|a| match a {
+            Attribute::EcPoint(p) => Some(p.as_slice()),
+            _ => None,
+        });
+        match point.and_then(ec_point) {
+            Some(p) => Ok(Some(p.to_vec())),
+            None => Err(HsmError::Pkcs11(format!(
+                "public key {label:?} has no P-256 point"
+            ))),
+        }
+    }
+
     /// AES-256-GCM under the root key `label`, with a fresh IV from the HSM's RNG.
     /// Output: `SEAL_VERSION || iv || ciphertext || tag`.
     pub fn seal(&self, label: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, HsmError> {
@@ -652,6 +785,31 @@ impl Hsm {
             })
         })
     }
+}
+
+/// What the token said after a root key was destroyed (see `Hsm::shred_root_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyProof {
+    /// The handles the key had, as found by its label before the destroy.
+    pub handles: Vec<u64>,
+    /// Those of them that still name the key afterwards (empty when it is gone).
+    pub handles_still_found: Vec<u64>,
+    /// How many secret keys the label still finds afterwards (0 when it is gone).
+    pub label_still_found: usize,
+}
+
+/// DER of the named curve prime256v1 (OID 1.2.840.10045.3.1.7), for `CKA_EC_PARAMS`.
+const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const P256_POINT_LEN: usize = 65;
+
+/// The uncompressed P-256 point in a `CKA_EC_POINT` value: PKCS#11 says a DER OCTET STRING
+/// around it, some modules give the bare point.
+fn ec_point(value: &[u8]) -> Option<&[u8]> {
+    let point = match value {
+        [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+        bare => bare,
+    };
+    (point.len() == P256_POINT_LEN && point[0] == 0x04).then_some(point)
 }
 
 fn names_key(attrs: &[Attribute], label: &str) -> bool {

@@ -102,6 +102,47 @@ impl PyHsm {
             .map_err(hsm_err)
     }
 
+    /// Destroys the root key `label` and asks the token again afterwards. Returns
+    /// `(handles, handles_still_found, label_still_found)`: the key's handles before the
+    /// destroy, those that still name it after, and how many keys the label still finds.
+    fn shred_root_key(&self, py: Python<'_>, label: &str) -> PyResult<(Vec<u64>, Vec<u64>, usize)> {
+        let proof = py
+            .detach(|| self.inner.shred_root_key(label))
+            .map_err(hsm_err)?;
+        Ok((
+            proof.handles,
+            proof.handles_still_found,
+            proof.label_still_found,
+        ))
+    }
+
+    /// The uncompressed P-256 point (65 bytes) of the signing key pair `label`, generated in
+    /// the token (private key non-extractable) the first time it is asked for.
+    fn signing_public_key<'py>(
+        &self,
+        py: Python<'py>,
+        label: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let point = py
+            .detach(|| self.inner.signing_public_key(label))
+            .map_err(hsm_err)?;
+        Ok(PyBytes::new(py, &point))
+    }
+
+    /// ECDSA P-256 over a SHA-256 `digest` (32 bytes) with the private key `label`, in the
+    /// token; returns `r || s` (64 bytes).
+    fn sign_digest<'py>(
+        &self,
+        py: Python<'py>,
+        label: &str,
+        digest: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let sig = py
+            .detach(|| self.inner.sign_digest(label, digest))
+            .map_err(hsm_err)?;
+        Ok(PyBytes::new(py, &sig))
+    }
+
     /// Raises `HsmUnavailable` unless a logged-in session can be had.
     fn ping(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.inner.ping()).map_err(hsm_err)

@@ -273,6 +273,13 @@ impl PyTlsSession {
         self.peer_field(|p| p.issuer.clone())
     }
 
+    /// DER of the client certificate: the verified one, or the one that was refused.
+    #[getter]
+    fn peer_certificate<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let der = self.lock().peer_certificate()?;
+        Some(PyBytes::new(py, &der))
+    }
+
     #[getter]
     fn peer_not_after(&self) -> Option<i64> {
         self.lock().peer().map(|p| p.not_after)

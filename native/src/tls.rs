@@ -14,9 +14,11 @@
 //!
 //! Client trust ([`ClientVerifier`]): a certificate whose SHA-256 fingerprint is in the
 //! allow-set is accepted if it is currently valid and usable for client authentication
-//! (self-signed or of a foreign CA); any other must chain to the CA roots (webpki).  rustls
-//! checks the handshake signature with the provider's algorithms in both cases.  A refusal
-//! keeps its reason and the certificate's identity: the verifier leaves its verdict in a
+//! (self-signed or of a foreign CA); any other must chain to the CA roots (webpki), which
+//! include the CAs of CA + subject rules (the subject is judged by the caller, from
+//! [`ServerSession::peer_certificate`]).  rustls checks the handshake signature with the
+//! provider's algorithms in both cases.  A refusal keeps its reason, the certificate's
+//! identity and its DER (to show and allow later): the verifier leaves its verdict in a
 //! thread-local slot that the session reads right after `process_new_packets` on the same
 //! thread, because rustls's error carries no certificate.  A resumed session skips
 //! certificate verification in rustls, so the session re-checks the stored peer chain
@@ -142,10 +144,17 @@ type Verdict = Result<PeerIdentity, (&'static str, String, Option<PeerIdentity>)
 
 thread_local! {
     static VERDICT: RefCell<Option<Verdict>> = const { RefCell::new(None) };
+    /// The DER of the last certificate the verifier refused on this thread, so that the
+    /// operator can be shown (and allow) exactly that certificate.
+    static REFUSED_DER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 fn take_verdict() -> Option<Verdict> {
     VERDICT.with(|v| v.borrow_mut().take())
+}
+
+fn take_refused_der() -> Option<Vec<u8>> {
+    REFUSED_DER.with(|v| v.borrow_mut().take())
 }
 
 /// Accepts allow-listed certificates by fingerprint, others by chain to the CA roots.
@@ -341,6 +350,7 @@ impl ClientCertVerifier for ClientVerifier {
             Err(r) => Err(RustlsError::InvalidCertificate(r.0.clone())),
         };
         let verdict = verdict.map_err(|r| {
+            REFUSED_DER.with(|v| *v.borrow_mut() = Some(end_entity.as_ref().to_vec()));
             let (_, reason, msg, id) = *r;
             (reason, msg, id)
         });
@@ -678,6 +688,8 @@ pub struct ServerSession {
     /// Decrypted bytes not yet framed; `start` is where the next message begins.
     plain: Zeroizing<Vec<u8>>,
     peer: Option<PeerIdentity>,
+    /// The client certificate that was refused, when one was.
+    refused_der: Option<Vec<u8>>,
     handshake_done: bool,
     failed: Option<(&'static str, String)>,
     closed: bool,
@@ -760,6 +772,7 @@ impl ServerSession {
             config: config.clone(),
             plain: Zeroizing::new(Vec::new()),
             peer: None,
+            refused_der: None,
             handshake_done: false,
             failed: None,
             closed: false,
@@ -768,6 +781,15 @@ impl ServerSession {
 
     pub fn peer(&self) -> Option<&PeerIdentity> {
         self.peer.as_ref()
+    }
+
+    /// DER of the client's end-entity certificate: the verified one once the handshake is
+    /// done, else the one that was refused (if any).
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self.conn.peer_certificates().and_then(|c| c.first()) {
+            Some(ee) => Some(ee.as_ref().to_vec()),
+            None => self.refused_der.clone(),
+        }
     }
 
     pub fn handshake_done(&self) -> bool {
@@ -848,11 +870,14 @@ impl ServerSession {
                 return Err(self.fail("protocol", e.to_string(), None, out.to_write));
             }
             let _ = take_verdict();
+            let _ = take_refused_der();
             let processed = self.conn.process_new_packets();
             let verdict = take_verdict();
+            let refused_der = take_refused_der();
             let state = match processed {
                 Ok(state) => state,
                 Err(e) => {
+                    self.refused_der = refused_der;
                     let (mut reason, mut message) = failure_of(&e, self.handshake_done);
                     let mut peer = None;
                     if let Some(Err((r, m, id))) = verdict {
@@ -905,6 +930,7 @@ impl ServerSession {
             match verifier.check(ee, rest, UnixTime::now()) {
                 Ok(id) => self.peer = Some(id),
                 Err(r) => {
+                    self.refused_der = Some(ee.as_ref().to_vec());
                     let (_, reason, msg, id) = *r;
                     let reason = match reason {
                         "not_allowed" | "unknown_ca" if resumed => "removed",

@@ -418,3 +418,61 @@ fn lost_login_recovers_and_is_not_key_not_found() {
     assert_eq!(*hsm.unseal(label, &sealed, b"").unwrap(), [3u8; 32]);
     hsm.destroy_root_key(label).unwrap();
 }
+
+#[test]
+fn shred_root_key_reports_the_token_no_longer_finds_it() {
+    let Some(hsm) = open_hsm(2) else { return };
+    let label = "crk-shred-proof";
+    hsm.generate_root_key(label).unwrap();
+    let proof = hsm.shred_root_key(label).unwrap();
+    assert_eq!(proof.handles.len(), 1);
+    assert!(proof.handles_still_found.is_empty());
+    assert_eq!(proof.label_still_found, 0);
+    assert!(!hsm.root_key_exists(label).unwrap());
+    assert!(matches!(
+        hsm.shred_root_key(label),
+        Err(HsmError::KeyNotFound(_))
+    ));
+}
+
+#[test]
+fn signing_key_is_made_once_in_the_token_and_never_extractable() {
+    let Some(hsm) = open_hsm(2) else { return };
+    let label = "audit-signing-test";
+    let point = hsm.signing_public_key(label).unwrap();
+    assert_eq!(point.len(), 65);
+    assert_eq!(point[0], 0x04, "uncompressed point");
+    assert_eq!(hsm.signing_public_key(label).unwrap(), point, "made once");
+    let sig = hsm.sign_digest(label, &[7u8; 32]).unwrap();
+    assert_eq!(sig.len(), 64);
+    assert!(matches!(
+        hsm.sign_digest(label, &[7u8; 20]),
+        Err(HsmError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        hsm.sign_digest("no-such-signing-key", &[7u8; 32]),
+        Err(HsmError::KeyNotFound(_))
+    ));
+    // Behind the Hsm's back: one private key, sensitive, not extractable, its value unreadable.
+    let session = raw_session(TOKEN);
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let attrs = session
+        .get_attributes(
+            found[0],
+            &[AttributeType::Sensitive, AttributeType::Extractable],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Sensitive(true)));
+    assert!(attrs.contains(&Attribute::Extractable(false)));
+    let value = session.get_attributes(found[0], &[AttributeType::Value]);
+    assert!(
+        !matches!(value.as_deref(), Ok([Attribute::Value(_)])),
+        "the private key's value must not be readable"
+    );
+}

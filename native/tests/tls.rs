@@ -370,3 +370,26 @@ fn fingerprints_are_validated_and_normalized() {
     let fp = "AB:".repeat(31) + "AB";
     assert_eq!(tls::normalize_fingerprint(&fp).unwrap(), "ab".repeat(32));
 }
+
+#[test]
+fn peer_certificate_is_the_verified_or_the_refused_one() {
+    let w = world();
+    let server = config(&w, &[], 1 << 20);
+    let stranger = leaf("stranger", ExtendedKeyUsagePurpose::ClientAuth, None);
+    for v in VERSIONS {
+        let mut c = connect(&client_config(&w, &stranger, v));
+        let mut s = ServerSession::new(&server).unwrap();
+        assert!(s.peer_certificate().is_none());
+        assert!(pump(&mut c, &mut s).is_err());
+        // Kept so that the operator can be shown (and allow) exactly this certificate.
+        assert_eq!(
+            s.peer_certificate().as_deref(),
+            Some(stranger.cert.der().as_ref())
+        );
+        let s = handshake(&client_config(&w, &w.client, v), &server).unwrap();
+        assert_eq!(
+            s.peer_certificate().as_deref(),
+            Some(w.client.cert.der().as_ref())
+        );
+    }
+}

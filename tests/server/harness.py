@@ -10,12 +10,18 @@ restarted or killed. :meth:`KmipServer.stop` is the check every test ends with:
 SIGTERM must end the process with exit code 0 and nothing resembling a traceback
 on stderr.
 
+The store backend is chosen by the environment: ``KMIPFAST_TEST_STORE=postgresql``
+gives every server started here a fresh database on a throwaway PostgreSQL cluster
+(``tests/pg.py``, ``kmipfast init --store``); unset or ``sqlite``, the default SQLite
+file in the data dir.  ``make test`` runs the live suites both ways.
+
 The pytest fixtures built on it live in ``tests/server/conftest.py`` (and are
 re-exported to ``tests/conformance``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -39,6 +45,7 @@ STOP_DEADLINE = 30.0
 CLI_DEADLINE = 120.0
 POLL_INTERVAL = 0.05  # between attempts of a poll that has its own deadline
 LISTENING = re.compile(r"kmipfast listening on (\S+):(\d+)")
+STORE_ENV = "KMIPFAST_TEST_STORE"  # "sqlite" (default) or "postgresql"
 
 
 class ServerError(AssertionError):
@@ -48,6 +55,21 @@ class ServerError(AssertionError):
 def server_available() -> bool:
     """True once the ``kmipfast`` CLI exists in this checkout."""
     return importlib.util.find_spec("kmipfast.cli") is not None
+
+
+def chosen_store_url() -> str | None:
+    """None for the default SQLite store, or the URL of a new database on the test
+    PostgreSQL cluster when ``KMIPFAST_TEST_STORE=postgresql``."""
+    choice = os.environ.get(STORE_ENV, "sqlite")
+    if choice == "sqlite":
+        return None
+    if choice in ("postgresql", "postgres"):
+        from tests.pg import pg_available, shared_cluster
+
+        if not pg_available():
+            raise ServerError(f"{STORE_ENV}={choice} but PostgreSQL is not installed")
+        return shared_cluster().create_database()
+    raise ServerError(f"{STORE_ENV} must be sqlite or postgresql, not {choice!r}")
 
 
 def cli_command() -> list[str]:
@@ -74,13 +96,21 @@ class ClientBundle:
 class KmipServer:
     """A ``kmipfast serve`` process on a private data dir."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        store: str | None = None,
+        name: str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
+        self.store = store  # URL given to `init --store`; None: the default SQLite file
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.client: ClientBundle | None = None
-        self._stderr_path = self.data_dir.parent / f"{self.data_dir.name}-serve.stderr"
+        # `name` tells apart several nodes serving one data dir.
+        self._stderr_path = self.data_dir.parent / f"{name or self.data_dir.name}-serve.stderr"
         self._stdout_lines: queue.Queue[str | None] = queue.Queue()
         self._starts = 0
 
@@ -102,7 +132,7 @@ class KmipServer:
         return done
 
     def init(self) -> None:
-        self.run_cli("init")
+        self.run_cli("init", *(["--store", self.store] if self.store else []))
 
     def issue_client(self, name: str, tenant: str = "default") -> ClientBundle:
         out = self.data_dir.parent / f"{self.data_dir.name}-clients" / name
@@ -118,6 +148,24 @@ class KmipServer:
             if not Path(path).is_file():
                 raise ServerError(f"`client issue` did not write {path}")
         return bundle
+
+    def store_sql(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        """Run one SQL statement (``?`` placeholders) directly on this server's store,
+        SQLite file or PostgreSQL database, in its own transaction: for tests that
+        tamper with rows behind the server's back.  Returns the rows, or for a
+        statement without rows ``[(rowcount,)]``."""
+        if self.store is None:
+            import sqlite3
+
+            db = sqlite3.connect(self.data_dir / "store.sqlite3")
+            try:
+                with db:
+                    cur = db.execute(sql, params)
+                    rows = cur.fetchall()
+                    return rows if cur.description else [(cur.rowcount,)]
+            finally:
+                db.close()
+        return asyncio.run(_pg_sql(self.store, sql, params))
 
     @property
     def ca_cert(self) -> str:
@@ -266,6 +314,22 @@ def connect_when_admitted(
             time.sleep(POLL_INTERVAL)
 
 
+async def _pg_sql(url: str, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    import asyncpg
+
+    parts = sql.split("?")
+    numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+    conn = await asyncpg.connect(url)
+    try:
+        stmt = await conn.prepare(numbered)
+        if stmt.get_attributes():
+            return [tuple(row) for row in await stmt.fetch(*params)]
+        status = await conn.execute(numbered, *params)
+        return [(int(status.rsplit(" ", 1)[1]),)]
+    finally:
+        await conn.close()
+
+
 def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
     """Move the server's stdout into a queue (keeps the pipe drained while it runs)."""
     assert proc.stdout is not None
@@ -274,10 +338,11 @@ def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def start_server(data_dir: Path) -> KmipServer:
-    """init + serve + a client bundle ``tests`` for tenant ``default``."""
+def start_server(data_dir: Path, store: str | None = None) -> KmipServer:
+    """init + serve + a client bundle ``tests`` for tenant ``default``, on ``store`` (a
+    store URL) or else on the backend :func:`chosen_store_url` picks."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = KmipServer(data_dir)
+    server = KmipServer(data_dir, store=store or chosen_store_url())
     server.init()
     # Issued before serve starts, so the first connection never races the allow-list reload.
     server.client = server.issue_client("tests", "default")

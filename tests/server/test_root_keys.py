@@ -18,7 +18,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -598,7 +597,7 @@ def test_token_dir_missing_at_start_is_hsm_unavailable_not_a_new_token_design_3_
 def test_swapped_key_blob_rows_fail_to_unwrap_design_3_binding(
     server: KmipServer, conn: Conn
 ) -> None:
-    """DESIGN §3 binding: a sealed blob copied in the SQLite file into another object's
+    """DESIGN §3 binding: a sealed blob copied in the database into another object's
     row (same tenant, or another tenant's) fails Get with Cryptographic Failure and a
     message saying so; the object it came from is unaffected."""
     a_material, b_material = os.urandom(32), os.urandom(32)
@@ -611,15 +610,9 @@ def test_swapped_key_blob_rows_fail_to_unwrap_design_3_binding(
         c = next(iter(create_keys(other, 1)))
     conn.close()
     server.stop()
-    db = sqlite3.connect(server.data_dir / "store.sqlite3")
-    try:
-        with db:
-            (blob,) = db.execute("SELECT key_blob FROM objects WHERE uid = ?", (a,)).fetchone()
-            changed = db.execute(
-                "UPDATE objects SET key_blob = ? WHERE uid IN (?, ?)", (blob, b, c)
-            ).rowcount
-    finally:
-        db.close()
+    [(blob,)] = server.store_sql("SELECT key_blob FROM objects WHERE uid = ?", a)
+    swap = "UPDATE objects SET key_blob = ? WHERE uid IN (?, ?)"
+    [(changed,)] = server.store_sql(swap, blob, b, c)
     assert changed == 2
     server.start()
     try:

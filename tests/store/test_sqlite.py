@@ -1,4 +1,7 @@
-"""SQLite store (DESIGN §5): durability, group commit, tenants, Locate, destroy means gone."""
+"""The store contract (DESIGN §5) on every backend: durability, group commit, tenants,
+Locate, data version; and SQLite's own: destroy means gone from the files, WAL, migrations.
+
+Tests taking ``store_url`` run on SQLite and PostgreSQL (tests/store/conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ import pytest
 from kmipfast.store import (
     ClientRecord,
     ObjectRecord,
+    Store,
     StoreConflict,
     StoreError,
     TenantRecord,
     open_store,
 )
+from kmipfast.store.postgres import PostgresStore
 from kmipfast.store.sqlite import MIGRATIONS, SqliteStore
 
 T = TypeVar("T")
@@ -54,12 +59,13 @@ def tenant(name: str, sealed: bytes | None = b"sealed-tmk") -> TenantRecord:
 
 
 def with_store(
-    path: Path, body: Callable[[SqliteStore], Awaitable[T]], *, tenants: bool = True
+    where: Path | str, body: Callable[[Store], Awaitable[T]], *, tenants: bool = True
 ) -> T:
-    """Open a store on ``path`` (creating tenants t1 and t2 once), run ``body``, close."""
+    """Open the store at ``where`` (a SQLite file or a store URL), creating tenants t1
+    and t2 once, run ``body``, close."""
 
     async def main() -> T:
-        store = SqliteStore(path)
+        store = SqliteStore(where) if isinstance(where, Path) else open_store(where, Path("/"))
         async with store:
             if tenants and await store.get_tenant("t1") is None:
                 await store.create_tenant(tenant("t1"))
@@ -69,15 +75,15 @@ def with_store(
     return asyncio.run(main())
 
 
-def test_create_get_round_trip(tmp_path: Path) -> None:
+def test_create_get_round_trip(store_url: str) -> None:
     attrs = {"Name": [b"\x42first", b"\x42second"], "x-Component": [b"c"], "Empty": []}
     rec = obj("u1", attributes=attrs, key_blob=os.urandom(40), key_meta=b"\x01\x02")
 
-    async def body(store: SqliteStore) -> ObjectRecord | None:
+    async def body(store: Store) -> ObjectRecord | None:
         await store.create_object(rec)
         return await store.get_object("t1", "u1")
 
-    got = with_store(tmp_path / "s.sqlite3", body)
+    got = with_store(store_url, body)
     # An attribute with no instances has no rows; index order is kept.
     assert got == obj(
         "u1",
@@ -88,8 +94,8 @@ def test_create_get_round_trip(tmp_path: Path) -> None:
     assert rec.key_blob is not None and repr(rec.key_blob) not in repr(got)
 
 
-def test_another_tenants_uid_is_not_found(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_another_tenants_uid_is_not_found(store_url: str) -> None:
+    async def body(store: Store) -> None:
         await store.create_object(obj("u1", tenant="t1"))
         assert await store.get_object("t2", "u1") is None
         assert await store.get_object("t1", "missing") is None
@@ -100,11 +106,11 @@ def test_another_tenants_uid_is_not_found(tmp_path: Path) -> None:
         got = await store.get_object("t1", "u1")
         assert got is not None and got.version == 1
 
-    with_store(tmp_path / "s.sqlite3", body)
+    with_store(store_url, body)
 
 
-def test_create_conflicts_and_unknown_tenant(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_create_conflicts_and_unknown_tenant(store_url: str) -> None:
+    async def body(store: Store) -> None:
         await store.create_object(obj("u1"))
         with pytest.raises(StoreConflict):
             await store.create_object(obj("u1", tenant="t2"))
@@ -114,11 +120,11 @@ def test_create_conflicts_and_unknown_tenant(tmp_path: Path) -> None:
         with pytest.raises(StoreConflict):
             await store.create_tenant(tenant("t1"))
 
-    with_store(tmp_path / "s.sqlite3", body)
+    with_store(store_url, body)
 
 
-def test_update_checks_version_and_replaces_attributes(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_update_checks_version_and_replaces_attributes(store_url: str) -> None:
+    async def body(store: Store) -> None:
         await store.create_object(obj("u1", attributes={"a": [b"1", b"2"], "b": [b"x"]}))
         rec = await store.get_object("t1", "u1")
         assert rec is not None
@@ -133,7 +139,7 @@ def test_update_checks_version_and_replaces_attributes(tmp_path: Path) -> None:
         with pytest.raises(StoreConflict):
             await store.update_object(rec, expected_version=2)  # gone
 
-    with_store(tmp_path / "s.sqlite3", body)
+    with_store(store_url, body)
 
 
 # A child process that creates objects from 8 concurrent writers and prints
@@ -142,7 +148,7 @@ _CHILD = """
 import asyncio, os, sys
 from pathlib import Path
 from kmipfast.store import ObjectRecord, TenantRecord
-from kmipfast.store.sqlite import SqliteStore
+from kmipfast.store import open_store
 
 async def writer(store, w):
     n = 0
@@ -154,7 +160,7 @@ async def writer(store, w):
         n += 1
 
 async def main():
-    store = SqliteStore(Path(sys.argv[1]))
+    store = open_store(sys.argv[1], Path("/"))
     await store.open()
     await store.create_tenant(TenantRecord("t1", "r", None, 1, 1, None))
     os.write(1, b"ready\\n")
@@ -164,11 +170,10 @@ asyncio.run(main())
 """
 
 
-def test_acknowledged_creates_survive_kill_9(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
+def test_acknowledged_creates_survive_kill_9(store_url: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, env=env
+        [sys.executable, "-c", _CHILD, store_url], stdout=subprocess.PIPE, env=env
     ) as proc:
         assert proc.stdout is not None
         out = b""
@@ -189,35 +194,36 @@ def test_acknowledged_creates_survive_kill_9(tmp_path: Path) -> None:
     acked = [line.decode() for line in lines[1:]]
     assert len(acked) >= 399
 
-    async def body(store: SqliteStore) -> list[str]:
+    async def body(store: Store) -> list[str]:
         return [uid for uid in acked if await store.get_object("t1", uid) is None]
 
-    assert with_store(path, body, tenants=False) == []
+    assert with_store(store_url, body, tenants=False) == []
 
 
-def test_group_commit_batches_concurrent_creates(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> tuple[int, int]:
+def test_group_commit_batches_concurrent_creates(store_url: str) -> None:
+    async def body(store: Store) -> tuple[int, int]:
         before = store.stats.commits
         await asyncio.gather(*(store.create_object(obj(f"u{i}")) for i in range(200)))
         return store.stats.commits - before, len(await store.locate("t1"))
 
-    commits, found = with_store(tmp_path / "s.sqlite3", body)
+    commits, found = with_store(store_url, body)
     assert found == 200
     assert commits <= 50, f"200 concurrent creates took {commits} transactions"
 
 
-def test_failing_write_fails_only_itself_within_a_batch(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-
-    async def body(store: SqliteStore) -> None:
+def test_failing_write_fails_only_itself_within_a_batch(store_url: str) -> None:
+    async def body(store: Store) -> None:
         await store.create_object(obj("existing"))
         stale = await store.get_object("t1", "existing")
         assert stale is not None
-        # Another connection (as a CLI process would) holds the write lock, so
-        # every write below queues up behind the writer's BEGIN; the lock is
-        # released only after all of them are queued.
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
+        # SQLite: another connection (as a CLI process would) holds the write lock,
+        # so every write below queues up behind the writer's BEGIN; the lock is
+        # released only after all of them are queued.  (PostgreSQL's writer is a task
+        # on this loop: writes queued in one turn of the loop reach it together.)
+        other = sqlite3.connect(":memory:", isolation_level=None)
+        if store_url.startswith("sqlite:"):
+            other = sqlite3.connect(store_url[len("sqlite:///") :], isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
         before = store.stats.commits
         writes = [
             store.update_object(stale, expected_version=7)
@@ -226,7 +232,8 @@ def test_failing_write_fails_only_itself_within_a_batch(tmp_path: Path) -> None:
             for i in range(200)
         ]
         tasks = [asyncio.ensure_future(w) for w in writes]
-        asyncio.get_running_loop().call_soon(other.execute, "ROLLBACK")
+        if other.in_transaction:
+            asyncio.get_running_loop().call_soon(other.execute, "ROLLBACK")
         results = await asyncio.gather(*tasks, return_exceptions=True)
         other.close()
         # At most two transactions for 200 writes, so each failure shared its
@@ -239,10 +246,10 @@ def test_failing_write_fails_only_itself_within_a_batch(tmp_path: Path) -> None:
         got = await store.get_object("t1", "existing")
         assert got is not None and got.version == 1
 
-    with_store(path, body)
+    with_store(store_url, body)
 
 
-def test_locate_filters_in_sql_newest_first(tmp_path: Path) -> None:
+def test_locate_filters_in_sql_newest_first(store_url: str) -> None:
     alg, aes, hmac = "Cryptographic Algorithm", b"\x05AES", b"\x05HMAC"
     specs = [  # uid, type, state, algorithm, x-Component
         ("k1", SYMMETRIC_KEY, ACTIVE, aes, b"vsan"),
@@ -253,7 +260,7 @@ def test_locate_filters_in_sql_newest_first(tmp_path: Path) -> None:
         ("k6", SYMMETRIC_KEY, ACTIVE, aes, b"vsan"),
     ]
 
-    async def body(store: SqliteStore) -> None:
+    async def body(store: Store) -> None:
         for n, (uid, kind, state, a, comp) in enumerate(specs):
             attrs = {alg: [a], "x-Component": [b"other", comp]}
             await store.create_object(
@@ -288,7 +295,7 @@ def test_locate_filters_in_sql_newest_first(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             await store.locate("t1", offset=-1)
 
-    with_store(tmp_path / "s.sqlite3", body)
+    with_store(store_url, body)
 
 
 def _in_files(path: Path, needle: bytes) -> list[str]:
@@ -334,8 +341,8 @@ def test_destroy_overwrites_key_bytes_in_db_and_wal(tmp_path: Path) -> None:
     assert _in_files(path, secret) == []
 
 
-def test_data_version_bumps_on_client_and_tenant_changes(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_data_version_bumps_on_client_and_tenant_changes(store_url: str) -> None:
+    async def body(store: Store) -> None:
         v0 = await store.data_version()
         vc = ClientRecord("vc1", "t1", "ab:cd", "CN=vc", "CN=vc", 1_900_000_000, 1)
         await store.put_client(vc)
@@ -366,7 +373,7 @@ def test_data_version_bumps_on_client_and_tenant_changes(tmp_path: Path) -> None
         with pytest.raises(StoreError):
             await store.update_tenant(tenant("nobody"))
 
-    with_store(tmp_path / "s.sqlite3", body)
+    with_store(store_url, body)
 
 
 def test_reopen_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> None:
@@ -390,8 +397,8 @@ def test_reopen_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> None
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
-def test_list_and_count_objects(tmp_path: Path) -> None:
-    async def body(store: SqliteStore) -> None:
+def test_list_and_count_objects(store_url: str) -> None:
+    async def body(store: Store) -> None:
         for i in range(1203):  # more than two pages
             await store.create_object(
                 obj(
@@ -407,13 +414,11 @@ def test_list_and_count_objects(tmp_path: Path) -> None:
         assert len([rec async for rec in store.list_objects()]) == 1204
         assert await store.count_objects("t1") == {PRE_ACTIVE: 401, ACTIVE: 802}
 
-    with_store(tmp_path / "s.sqlite3", body)
+    with_store(store_url, body)
 
 
-def test_close_finishes_queued_writes(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-
-    async def body(store: SqliteStore) -> None:
+def test_close_finishes_queued_writes(store_url: str) -> None:
+    async def body(store: Store) -> None:
         tasks = [asyncio.ensure_future(store.create_object(obj(f"u{i}"))) for i in range(50)]
         closing = asyncio.ensure_future(store.close())  # queued behind the creates
         await asyncio.gather(*tasks)
@@ -421,12 +426,12 @@ def test_close_finishes_queued_writes(tmp_path: Path) -> None:
         with pytest.raises(StoreError):
             await store.create_object(obj("late"))
 
-    with_store(path, body)
+    with_store(store_url, body)
 
-    async def count(store: SqliteStore) -> int:
+    async def count(store: Store) -> int:
         return len(await store.locate("t1"))
 
-    assert with_store(path, count) == 50
+    assert with_store(store_url, count) == 50
 
 
 def test_open_store_urls(tmp_path: Path) -> None:
@@ -434,6 +439,9 @@ def test_open_store_urls(tmp_path: Path) -> None:
     assert isinstance(store, SqliteStore) and store.path == tmp_path / "sub" / "kms.sqlite3"
     absolute = open_store(f"sqlite:///{tmp_path}/abs.sqlite3", Path("/elsewhere"))
     assert isinstance(absolute, SqliteStore) and absolute.path == tmp_path / "abs.sqlite3"
-    for bad in ("kms.sqlite3", "sqlite://kms", "sqlite:///:memory:", "postgresql://h/db", "x://y"):
+    pg = open_store("postgresql://kms:pw@db1:5432,db2:5432/kms", tmp_path)  # not connected
+    assert isinstance(pg, PostgresStore)
+    assert "pw" not in repr(pg)  # a URL may carry a password
+    for bad in ("kms.sqlite3", "sqlite://kms", "sqlite:///:memory:", "x://y"):
         with pytest.raises(StoreError):
             open_store(bad, tmp_path)
