@@ -41,8 +41,6 @@ from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
 from kmipfast.vault import ManagedObject, attribute_bytes
 
-# How long a revoke/destroy waits for running servers to confirm they dropped the key.
-NODE_WAIT = 10.0
 _USAGE_ENCRYPT_DECRYPT = 0x4 | 0x8
 # Attributes `show` leaves out: the digest is derived from the key material.
 _HIDDEN = frozenset({"Digest"})
@@ -292,15 +290,6 @@ async def revoke_and_destroy(rt: Runtime, obj: ManagedObject) -> None:
     if obj.state in (State.Active,):
         await revoke(rt, obj)
     await destroy(rt, obj)
-
-
-async def propagate(rt: Runtime, wait: float = NODE_WAIT) -> list[str]:
-    """Makes running servers drop cached objects: returns the servers that did not
-    confirm within ``wait`` seconds (none when all did)."""
-    from kmipfast.keys.rotation import wait_for_nodes
-
-    await rt.store.bump_data_version()
-    return await wait_for_nodes(rt.store, wait)
 
 
 # -- list -------------------------------------------------------------------------------------

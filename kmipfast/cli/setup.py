@@ -231,10 +231,10 @@ async def _serve(config: Config, host: str, port: int, *, reuse_port: bool = Fal
         node_id = f"{socket.gethostname()}:{os.getpid()}"
 
         async def on_data_change() -> None:
-            await rt.services.keys.sync()
-            # Objects an administrative command revoked or destroyed (or another node
-            # changed) may be cached here: re-read every object from the store.
-            rt.services.vault.clear()
+            # Tenant and root-key changes; object changes made by other processes reach
+            # the cache on the next request (Store.foreign_epoch).
+            for tenant in await rt.services.keys.sync():
+                rt.services.vault.forget(tenant)
 
         async def report(version: int) -> None:
             await rt.store.put_node(

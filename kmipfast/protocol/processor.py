@@ -30,7 +30,7 @@ from kmipfast.protocol.errors import KmipError
 from kmipfast.protocol.messages import RequestItem, ResponseItem
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
-from kmipfast.store.base import StoreError
+from kmipfast.store.base import StoreConflict, StoreError
 
 if TYPE_CHECKING:
     from kmipfast.services import Services
@@ -91,7 +91,7 @@ def outcome_of(exc: BaseException, item: RequestItem | None) -> ResponseItem:
     """The single mapping from an exception to a failed batch item."""
     if isinstance(exc, KmipError):
         return messages.failure(item, exc.reason, exc.message)
-    if isinstance(exc, StoreError):
+    if isinstance(exc, StoreError) and not isinstance(exc, StoreConflict):
         # The database is away (restart, failover): an operational state, not a bug.
         log.warning("store unavailable: %s", exc)
         return messages.failure(item, ResultReason.GeneralFailure, "key store unavailable")

@@ -288,12 +288,6 @@ class Store(abc.ABC):
         until close().  A store only one process writes (SQLite) announces nothing:
         its users poll ``data_version()`` as before."""
 
-    @abc.abstractmethod
-    async def bump_data_version(self) -> int:
-        """Moves the data version on by itself and returns the new value: an
-        administrative command changed objects (revoke, destroy) that a running server
-        may hold in its cache, and servers drop their caches when the version moves."""
-
     # -- backup -----------------------------------------------------------------
     def snapshot(self) -> contextlib.AbstractAsyncContextManager[StoreSnapshot]:
         """``async with store.snapshot() as snap:`` every tenant, client and object as

@@ -598,9 +598,6 @@ class PostgresStore(Store):
         rows = await self._fetch("SELECT value FROM meta WHERE key = 'data_version'")
         return int(rows[0][0])
 
-    async def bump_data_version(self) -> int:
-        return int(await self._write(sql.bump_data_version))
-
     # -- change notifications -------------------------------------------------------
 
     def foreign_epoch(self) -> int:

@@ -311,10 +311,6 @@ def remove_client(name: str) -> WriteFn:
     return fn
 
 
-async def bump_data_version(conn: asyncpg.Connection) -> tuple[int, str]:
-    return int(await conn.fetchval(BUMP_DATA_VERSION)), VERSION_NOTICE
-
-
 def chunks(notices: list[str]) -> list[str]:
     """Notices joined by newlines into payloads under the server's size limit."""
     out: list[str] = []

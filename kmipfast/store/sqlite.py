@@ -376,12 +376,6 @@ def _put_client(rec: ClientRecord) -> WriteFn:
     return fn
 
 
-def _bump_data_version(conn: sqlite3.Connection) -> tuple[int, bool]:
-    conn.execute(_BUMP_DATA_VERSION)
-    row = conn.execute("SELECT value FROM meta WHERE key = 'data_version'").fetchone()
-    return int(row[0]), False
-
-
 def _remove_client(name: str) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[bool, bool]:
         if conn.execute("DELETE FROM clients WHERE name = ?", (name,)).rowcount == 0:
@@ -935,9 +929,6 @@ class SqliteStore(Store):
         if mark is not None and values.get("objects_seq", 0) > mark.value():
             mark.raise_to(int(values["objects_seq"]))
         return int(values["data_version"])
-
-    async def bump_data_version(self) -> int:
-        return int(await self._write(_bump_data_version))
 
     # -- backup -------------------------------------------------------------------
 
