@@ -249,6 +249,43 @@ def test_failing_write_fails_only_itself_within_a_batch(store_url: str) -> None:
     with_store(store_url, body)
 
 
+def test_creates_committed_together_keep_attributes_and_isolate_a_duplicate(
+    store_url: str,
+) -> None:
+    """SQLite inserts a batch of pure creates in two statements; a duplicate among them
+    falls back to one by one, so only the duplicate fails and nothing is half-written."""
+
+    async def body(store: Store) -> None:
+        await store.create_object(obj("dup", attributes={"x-old": [b"kept"]}))
+        other = sqlite3.connect(":memory:", isolation_level=None)
+        if store_url.startswith("sqlite:"):  # hold the lock so all 50 queue up together
+            other = sqlite3.connect(store_url[len("sqlite:///") :], isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+        attrs = lambda i: {"Name": [f"n{i}".encode()], "x-i": [b"a", str(i).encode()]}  # noqa: E731
+        before = store.stats.commits
+        tasks = [
+            asyncio.ensure_future(
+                store.create_object(obj("dup" if i == 20 else f"c{i}", attributes=attrs(i)))
+            )
+            for i in range(50)
+        ]
+        if other.in_transaction:
+            asyncio.get_running_loop().call_soon(other.execute, "ROLLBACK")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        other.close()
+        assert store.stats.commits - before <= 2
+        assert [i for i, r in enumerate(results) if r is not None] == [20]
+        assert isinstance(results[20], StoreConflict)
+        for i in (0, 19, 21, 49):
+            got = await store.get_object("t1", f"c{i}")
+            assert got is not None and got.attributes == attrs(i)
+        dup = await store.get_object("t1", "dup")
+        assert dup is not None and dup.attributes == {"x-old": [b"kept"]}
+        assert await store.locate("t1", attr_equals=[("x-i", b"33")]) == ["c33"]
+
+    with_store(store_url, body)
+
+
 def test_locate_filters_in_sql_newest_first(store_url: str) -> None:
     alg, aes, hmac = "Cryptographic Algorithm", b"\x05AES", b"\x05HMAC"
     specs = [  # uid, type, state, algorithm, x-Component
