@@ -20,6 +20,8 @@ use crate::{PyBuilder, PyEncoder, TtlvDecodeError};
 pyo3::import_exception!(kmipfast.errors, TlsError);
 
 const DEFAULT_MAX: usize = 16 * 1024 * 1024;
+/// Above this many bytes in or out, a session call releases the GIL (see `with_session`).
+const DETACH_ABOVE: usize = 64 * 1024;
 
 fn tls_err(py: Python<'_>, f: TlsFailure) -> PyErr {
     let (fp, subject, issuer) = match f.peer {
@@ -151,6 +153,27 @@ impl PyTlsSession {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs `f` on the session, releasing the GIL only for heavy work.  Taking the GIL
+    /// back means waiting whenever another thread (the store or audit writer) took it
+    /// meanwhile, which costs far more than the microsecond a small record needs; a
+    /// handshake's public-key work or a large run of records is worth it.
+    fn with_session<T: Send>(
+        &self,
+        py: Python<'_>,
+        heavy: bool,
+        f: impl FnOnce(&mut ServerSession) -> T + Send,
+    ) -> T {
+        if heavy {
+            py.detach(|| f(&mut self.lock()))
+        } else {
+            f(&mut self.lock())
+        }
+    }
+
+    fn heavy_receive(&self, len: usize) -> bool {
+        len > DETACH_ABOVE || !self.lock().handshake_done()
+    }
+
     fn peer_field(&self, f: impl Fn(&PeerIdentity) -> String) -> Option<String> {
         self.lock().peer().map(f)
     }
@@ -182,10 +205,12 @@ impl PyTlsSession {
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyList>)> {
         let got = if let Ok(b) = data.cast::<PyBytes>() {
             let bytes = b.as_bytes();
-            py.detach(|| self.lock().receive(bytes))
+            let heavy = self.heavy_receive(bytes.len());
+            self.with_session(py, heavy, |s| s.receive(bytes))
         } else {
             let owned = owned_bytes(data)?;
-            py.detach(|| self.lock().receive(&owned))
+            let heavy = self.heavy_receive(owned.len());
+            self.with_session(py, heavy, |s| s.receive(&owned))
         };
         let got = got.map_err(|f| tls_err(py, f))?;
         let items = PyList::empty(py);
@@ -217,8 +242,8 @@ impl PyTlsSession {
         let result = enc.item(tree);
         let plain = Zeroizing::new(std::mem::take(&mut enc.w.buf));
         result?;
-        let out = py
-            .detach(|| self.lock().send(&plain))
+        let out = self
+            .with_session(py, plain.len() > DETACH_ABOVE, |s| s.send(&plain))
             .map_err(|f| tls_err(py, f))?;
         Ok(PyBytes::new(py, &out))
     }
@@ -230,8 +255,8 @@ impl PyTlsSession {
         data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let plain = owned_bytes(data)?;
-        let out = py
-            .detach(|| self.lock().send(&plain))
+        let out = self
+            .with_session(py, plain.len() > DETACH_ABOVE, |s| s.send(&plain))
             .map_err(|f| tls_err(py, f))?;
         Ok(PyBytes::new(py, &out))
     }
