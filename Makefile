@@ -9,9 +9,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DATA_DIR ?= $(if $(KMIPFAST_DATA_DIR),$(KMIPFAST_DATA_DIR),./kmipfast-data)
 LISTEN ?= 127.0.0.1:5696
+CLUSTER_DIR ?= ./kmipfast-cluster
 NATIVE_SRC := $(shell find native/src -name '*.rs') native/Cargo.toml Cargo.toml
 
-.PHONY: all setup sysdeps venv native run test test-rust test-python lint bench bench-codec bench-server bench-rotation locust clean
+.PHONY: all setup sysdeps venv native run cluster test test-rust test-python lint bench bench-codec bench-server bench-nodes bench-rotation locust clean
 
 all: setup
 
@@ -50,6 +51,10 @@ run: setup
 	$(VENV)/bin/kmipfast --data-dir "$(DATA_DIR)" init --if-new
 	$(VENV)/bin/kmipfast --data-dir "$(DATA_DIR)" serve --listen "$(LISTEN)"
 
+# PostgreSQL (in $(CLUSTER_DIR)/postgresql) and two nodes on 5696/5697 until Ctrl-C.
+cluster: setup
+	$(VENV)/bin/kmipfast --data-dir "$(CLUSTER_DIR)" cluster up --nodes 2
+
 test: setup lint test-rust test-python
 
 lint:
@@ -80,6 +85,12 @@ bench-codec: bench
 
 bench-server: setup
 	$(PY) loadtests/bench_server.py
+
+# Issue #8's node targets, side by side: Get on 2 PostgreSQL nodes vs one SQLite node,
+# durable Create on PostgreSQL vs the reference, Destroy's reach to another node.
+bench-nodes: setup
+	$(PY) loadtests/bench_server.py --servers reference,kmipfast,kmipfast-pg,kmipfast-pg2 \
+	    --workloads get-8,create-8,invalidate
 
 locust: setup
 	$(PY) loadtests/locust_run.py --seconds 60

@@ -138,6 +138,9 @@ class Vault:
         self.hits = 0
         self.misses = 0
         self._epoch = store.foreign_epoch()
+        # Moves on with every change to the cache's contents other than a read filling
+        # it: a read that was in flight across one must not put its row in the cache.
+        self._generation = 0
 
     def lock(self, tenant: str, uid: str) -> asyncio.Lock:
         """Serializes read-modify-write of one object within this process."""
@@ -149,6 +152,10 @@ class Vault:
         return found
 
     def _remember(self, obj: ManagedObject) -> None:
+        self._generation += 1
+        self._put(obj)
+
+    def _put(self, obj: ManagedObject) -> None:
         key = (obj.tenant, obj.uid)
         self._cache[key] = obj
         self._cache.move_to_end(key)
@@ -156,6 +163,7 @@ class Vault:
             self._cache.popitem(last=False)
 
     def forget(self, tenant: str, uid: str | None = None) -> None:
+        self._generation += 1
         if uid is not None:
             self._cache.pop((tenant, uid), None)
             return
@@ -163,6 +171,7 @@ class Vault:
             del self._cache[key]
 
     def clear(self) -> None:
+        self._generation += 1
         self._cache.clear()
 
     async def fetch(self, tenant: str, uid: str) -> ManagedObject:
@@ -173,18 +182,22 @@ class Vault:
         if epoch != self._epoch:
             # Another process wrote: whatever it changed must not be served from here.
             self._epoch = epoch
-            self._cache.clear()
+            self.clear()
         obj = self._cache.get(key)
         if obj is not None:
             self.hits += 1
             self._cache.move_to_end(key)
             return obj
         self.misses += 1
+        generation = self._generation
         rec = await self.store.get_object(tenant, uid)
         if rec is None:
             raise not_found(uid)
         obj = ManagedObject.from_record(rec)
-        self._remember(obj)
+        # The row was read before a change heard meanwhile (another node's Destroy, a
+        # write here) may have committed: cached, it would outlive that change.
+        if generation == self._generation and self.store.foreign_epoch() == self._epoch:
+            self._put(obj)
         return obj
 
     async def insert(self, obj: ManagedObject) -> None:

@@ -18,6 +18,7 @@ from kmipfast import __version__, auth, pki
 from kmipfast.auditchain import AuditChainError
 from kmipfast.cli import audit as audit_commands
 from kmipfast.cli import backup, clients, importer, keys, root, servercert, setup, status, tenants
+from kmipfast.cli import cluster as cluster_commands
 from kmipfast.cli.common import CliError
 from kmipfast.config import ConfigError, data_dir_from
 from kmipfast.errors import HsmError
@@ -30,7 +31,8 @@ __all__ = ["CliError", "build_parser", "main"]
 # access to the data dir, the trust boundary (the OS user is in their audit lines).
 ADMIN_GROUPS = frozenset({"tenant", "client", "keys", "root", "import", "restore"})
 
-GROUPS = (setup, tenants, clients, root, keys, backup, servercert, status, importer, audit_commands)
+GROUPS = (setup, tenants, clients, root, keys, backup, servercert, status, importer,
+          audit_commands, cluster_commands)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

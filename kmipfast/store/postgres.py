@@ -133,6 +133,8 @@ _CONNECTION_ERRORS = (
 class _Write:
     fn: sql.WriteFn
     future: asyncio.Future[Any]
+    # Set for a plain object insert, which a batch of them does in two statements.
+    created: ObjectRecord | None = None
 
 
 _STOP = object()  # queue sentinel: finish what is queued, then exit
@@ -294,11 +296,11 @@ class PostgresStore(Store):
 
     # -- the writer -----------------------------------------------------------------
 
-    async def _write(self, fn: sql.WriteFn) -> Any:
+    async def _write(self, fn: sql.WriteFn, created: ObjectRecord | None = None) -> Any:
         if not self._open:
             raise StoreError("store is not open")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(fn, fut))
+        self._queue.put_nowait(_Write(fn, fut, created))
         # A cancelled caller does not cancel its write: it may already be committed.
         return await asyncio.shield(fut)
 
@@ -355,7 +357,14 @@ class PostgresStore(Store):
             conn = await self._begin()
             async with _Begun(conn):
                 notices: list[str] = []
-                for write in batch:
+                created = [w.created for w in batch if w.created is not None]
+                together = len(created) == len(batch) > 1 and (
+                    await sql.create_objects_together(conn, created)
+                )
+                if together:
+                    outcomes = [(None, None)] * len(batch)
+                    noticed = [False] * len(batch)  # nobody can cache a new object
+                for write in () if together else batch:
                     # A savepoint per write: a failing write is rolled back alone.
                     await conn.execute("SAVEPOINT op")
                     try:
@@ -436,7 +445,7 @@ class PostgresStore(Store):
     # -- objects ------------------------------------------------------------------
 
     async def create_object(self, rec: ObjectRecord) -> None:
-        await self._write(sql.create_object(rec))
+        await self._write(sql.create_object(rec), rec)
 
     async def get_object(self, tenant: str, uid: str) -> ObjectRecord | None:
         rows = await self._fetch(

@@ -128,6 +128,14 @@ INSERT_ATTRIBUTES = (
     " SELECT $1, a.name, a.idx, a.value FROM unnest($2::text[], $3::int[], $4::bytea[])"
     " AS a(name, idx, value)"
 )
+INSERT_ATTRIBUTE_ROWS = (
+    "INSERT INTO attributes (uid, name, idx, value)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[])"
+)
+INSERT_OBJECTS = (
+    f"INSERT INTO objects ({OBJECT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[],"
+    " $3::int[], $4::int[], $5::bytea[], $6::bytea[], $7::bigint[], $8::bigint[], $9::bigint[])"
+)
 
 VERSION_NOTICE = json.dumps(["v"])
 
@@ -201,6 +209,33 @@ def create_object(rec: ObjectRecord) -> WriteFn:
         return None, None
 
     return fn
+
+
+async def create_objects_together(conn: asyncpg.Connection, recs: list[ObjectRecord]) -> bool:
+    """Inserts a batch of new objects in two statements (not four round trips each);
+    False, and nothing written, when a constraint refuses one: the caller then inserts
+    them one by one to learn which."""
+    columns = [[getattr(r, name) for r in recs] for name in OBJECT_FIELDS]
+    uids: list[str] = []
+    names: list[str] = []
+    idxs: list[int] = []
+    values: list[bytes] = []
+    for rec in recs:
+        n, i, v = attribute_arrays(rec)
+        uids += [rec.uid] * len(n)
+        names += n
+        idxs += i
+        values += v
+    await conn.execute("SAVEPOINT together")
+    try:
+        await conn.execute(INSERT_OBJECTS, *columns)
+        if uids:
+            await conn.execute(INSERT_ATTRIBUTE_ROWS, uids, names, idxs, values)
+    except asyncpg.IntegrityConstraintViolationError:
+        await conn.execute("ROLLBACK TO SAVEPOINT together; RELEASE SAVEPOINT together")
+        return False
+    await conn.execute("RELEASE SAVEPOINT together")
+    return True
 
 
 def update_object(rec: ObjectRecord, expected_version: int) -> WriteFn:

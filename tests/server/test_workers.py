@@ -185,3 +185,62 @@ async def _two_stores(path: Path) -> None:
         hits = va.hits
         await va.fetch("t", "u1")
         assert va.hits == hits + 1  # nothing changed since: a cache hit again
+
+
+def test_read_in_flight_across_a_foreign_change_is_not_cached(tmp_path: Path) -> None:
+    """A cache miss whose row was read before another process's change committed, and
+    which returns after that change was noticed, must not leave the old row cached
+    (it would be served until the next change: a Destroy elsewhere not honoured)."""
+    asyncio.run(_read_across_change(tmp_path / "kmipfast.sqlite3"))
+
+
+async def _read_across_change(path: Path) -> None:
+    async with SqliteStore(path) as a, SqliteStore(path) as b:
+        from kmipfast.store.base import TenantRecord
+
+        await a.create_tenant(TenantRecord("t", "r", b"x" * 40, 1, 1, None))
+        va, vb = Vault(a), Vault(b)
+        await va.insert(_object("u1"))
+        await va.insert(_object("u2"))
+        va.clear()
+        real_get = a.get_object
+
+        async def get_then_change(tenant: str, uid: str) -> object:
+            a.get_object = real_get  # type: ignore[method-assign]
+            old = await real_get(tenant, uid)  # the row as it was
+            await vb.update("t", "u1", lambda o: setattr(o, "state", 2))  # commits
+            await va.fetch("t", "u2")  # another request notices the change meanwhile
+            return old
+
+        a.get_object = get_then_change  # type: ignore[method-assign]
+        assert (await va.fetch("t", "u1")).state == 1  # concurrent with the change
+        assert (await va.fetch("t", "u1")).state == 2
+
+
+def test_read_in_flight_across_a_local_write_is_not_cached(tmp_path: Path) -> None:
+    asyncio.run(_read_across_local_write(tmp_path / "kmipfast.sqlite3"))
+
+
+async def _read_across_local_write(path: Path) -> None:
+    async with SqliteStore(path) as a:
+        from kmipfast.store.base import TenantRecord
+
+        await a.create_tenant(TenantRecord("t", "r", b"x" * 40, 1, 1, None))
+        va = Vault(a)
+        await va.insert(_object("u1"))
+        va.clear()
+        real_get = a.get_object
+        other = Vault(a)  # a second path to the same store, e.g. the admin API
+
+        async def get_then_write(tenant: str, uid: str) -> object:
+            a.get_object = real_get  # type: ignore[method-assign]
+            old = await real_get(tenant, uid)
+            fresh = (await other.fetch("t", "u1")).copy()
+            fresh.state = 2
+            await other.save(fresh)
+            va.forget("t", "u1")  # what a local writer does to this cache
+            return old
+
+        a.get_object = get_then_write  # type: ignore[method-assign]
+        assert (await va.fetch("t", "u1")).state == 1
+        assert (await va.fetch("t", "u1")).state == 2
