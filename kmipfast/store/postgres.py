@@ -350,21 +350,41 @@ class PostgresStore(Store):
         log.info("store writer reconnected to PostgreSQL")
         return self._wconn
 
+    async def _create_together(self, recs: list[ObjectRecord]) -> bool:
+        """A batch of new objects in one statement, its own transaction: one round trip
+        to the database (and its commit) for the whole batch.  False when it did not
+        commit: a constraint refused one (nothing was written) or the connection failed
+        (then the one-by-one path reconnects, and reports a uid that did commit as a
+        conflict)."""
+        try:
+            conn = await self._writer_conn()
+            await sql.create_objects_together(conn, recs)
+        except asyncpg.IntegrityConstraintViolationError:
+            return False
+        except _CONNECTION_ERRORS as exc:
+            log.info("store writer connection lost (%s); reconnecting", exc)
+            if self._wconn is not None:
+                self._wconn.terminate()
+                self._wconn = None
+            return False
+        return True
+
     async def _run_batch(self, batch: list[_Write]) -> None:
+        created = [w.created for w in batch if w.created is not None]
+        if len(created) == len(batch) and await self._create_together(created):
+            # Nobody can hold a new object in a cache: nothing to announce or wait for.
+            self.stats.commits += 1
+            self.stats.ops += len(batch)
+            self.stats.max_batch = max(self.stats.max_batch, len(batch))
+            _deliver(batch, [(None, None)] * len(batch))
+            return
         outcomes: list[tuple[Any, BaseException | None]] = []
         noticed: list[bool] = []  # per write: did it tell other nodes something?
         try:
             conn = await self._begin()
             async with _Begun(conn):
                 notices: list[str] = []
-                created = [w.created for w in batch if w.created is not None]
-                together = len(created) == len(batch) > 1 and (
-                    await sql.create_objects_together(conn, created)
-                )
-                if together:
-                    outcomes = [(None, None)] * len(batch)
-                    noticed = [False] * len(batch)  # nobody can cache a new object
-                for write in () if together else batch:
+                for write in batch:
                     # A savepoint per write: a failing write is rolled back alone.
                     await conn.execute("SAVEPOINT op")
                     try:

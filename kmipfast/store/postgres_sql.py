@@ -128,13 +128,12 @@ INSERT_ATTRIBUTES = (
     " SELECT $1, a.name, a.idx, a.value FROM unnest($2::text[], $3::int[], $4::bytea[])"
     " AS a(name, idx, value)"
 )
-INSERT_ATTRIBUTE_ROWS = (
-    "INSERT INTO attributes (uid, name, idx, value)"
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[])"
-)
-INSERT_OBJECTS = (
-    f"INSERT INTO objects ({OBJECT_COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[],"
-    " $3::int[], $4::int[], $5::bytea[], $6::bytea[], $7::bigint[], $8::bigint[], $9::bigint[])"
+INSERT_OBJECTS_WITH_ATTRIBUTES = (
+    f"WITH new_objects AS (INSERT INTO objects ({OBJECT_COLUMNS})"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::bytea[],"
+    " $6::bytea[], $7::bigint[], $8::bigint[], $9::bigint[]))"
+    " INSERT INTO attributes (uid, name, idx, value)"
+    " SELECT * FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[])"
 )
 
 VERSION_NOTICE = json.dumps(["v"])
@@ -211,11 +210,10 @@ def create_object(rec: ObjectRecord) -> WriteFn:
     return fn
 
 
-async def create_objects_together(conn: asyncpg.Connection, recs: list[ObjectRecord]) -> bool:
-    """Inserts a batch of new objects in two statements (not four round trips each);
-    False, and nothing written, when a constraint refuses one: the caller then inserts
-    them one by one to learn which."""
-    columns = [[getattr(r, name) for r in recs] for name in OBJECT_FIELDS]
+async def create_objects_together(conn: asyncpg.Connection, recs: list[ObjectRecord]) -> None:
+    """Inserts new objects and their attributes in one statement, which outside a
+    transaction block commits or fails as a whole (the attributes' foreign key is
+    checked at the end of the statement, after the objects are in)."""
     uids: list[str] = []
     names: list[str] = []
     idxs: list[int] = []
@@ -226,16 +224,8 @@ async def create_objects_together(conn: asyncpg.Connection, recs: list[ObjectRec
         names += n
         idxs += i
         values += v
-    await conn.execute("SAVEPOINT together")
-    try:
-        await conn.execute(INSERT_OBJECTS, *columns)
-        if uids:
-            await conn.execute(INSERT_ATTRIBUTE_ROWS, uids, names, idxs, values)
-    except asyncpg.IntegrityConstraintViolationError:
-        await conn.execute("ROLLBACK TO SAVEPOINT together; RELEASE SAVEPOINT together")
-        return False
-    await conn.execute("RELEASE SAVEPOINT together")
-    return True
+    columns = [[getattr(r, name) for r in recs] for name in OBJECT_FIELDS]
+    await conn.execute(INSERT_OBJECTS_WITH_ATTRIBUTES, *columns, uids, names, idxs, values)
 
 
 def update_object(rec: ObjectRecord, expected_version: int) -> WriteFn:
