@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from collections.abc import Iterable
 
 from kmipfast import _native
@@ -36,7 +37,20 @@ def uid_item(uid: str) -> Item:
 
 
 def new_uid() -> str:
-    return str(uuid.uuid4())
+    """A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+    Keys made one after another get neighbouring ids, so their rows land on the same
+    few B-tree pages at the end of each index instead of a random page per key: fewer
+    pages for each commit to write and for the cache to hold."""
+    value = (time.time_ns() // 1_000_000 & _MS_MASK) << 80 | int.from_bytes(os.urandom(10))
+    value = value & _VERSION_VARIANT_CLEAR | _VERSION_7 | _VARIANT_RFC
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_MS_MASK = (1 << 48) - 1
+_VERSION_VARIANT_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_VERSION_7 = 0x7 << 76
+_VARIANT_RFC = 0x2 << 62
 
 
 async def template_attributes(
