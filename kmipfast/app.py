@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,12 +54,26 @@ def _open_hsm(config: Config, provision: bool) -> RootKeys:
     else:
         module_path = str(module)
     pin = read_pin(config)
+    label = config.hsm.token_label
     try:
-        return _native.Hsm.open(module_path, config.hsm.token_label, pin, config.hsm.max_sessions)
-    except HsmError as e:
-        raise HsmError(f"cannot open HSM token {config.hsm.token_label!r}: {e}") from None
+        for attempt in range(_TOKEN_READ_ATTEMPTS):
+            try:
+                return _native.Hsm.open(module_path, label, pin, config.hsm.max_sessions)
+            except HsmError as e:
+                error = e
+            # SoftHSM2 keeps its token in files that every process re-reads when it opens
+            # the library: one opening it while another writes to the token (two
+            # workers starting together) has been seen to find no token.  Moments later
+            # it is there; a token that is really gone fails after ~0.75 s.
+            if "no initialized token" not in str(error):
+                break
+            time.sleep(0.05 * (attempt + 1))
+        raise HsmError(f"cannot open HSM token {label!r}: {error}") from None
     finally:
         pin[:] = bytes(len(pin))
+
+
+_TOKEN_READ_ATTEMPTS = 5
 
 
 @dataclass
