@@ -198,6 +198,7 @@ class KmipProtocol(asyncio.Protocol):
         "_handshake_timer",
         "_hello",
         "_idle",
+        "_last_active",
         "_paused",
         "_pending",
         "_pos",
@@ -221,6 +222,7 @@ class KmipProtocol(asyncio.Protocol):
         self._paused = False
         self._write_paused = False
         self._idle: asyncio.TimerHandle | None = None
+        self._last_active = 0.0  # loop time of the last request or answer
         self._handshake_timer: asyncio.TimerHandle | None = None
         # The native (rustls) engine's session; None when uvloop's OpenSSL does TLS.
         self.tls: _native.TlsSession | None = None
@@ -372,17 +374,26 @@ class KmipProtocol(asyncio.Protocol):
         self.transport = None
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        timeout = self.server.config.limits.idle_timeout
-        self._idle = asyncio.get_running_loop().call_later(timeout, self._on_idle)
+        """Notes activity.  The idle timer is set once per idle period and, when it
+        fires, re-armed for what is left: not cancelled and re-created per request."""
+        loop = asyncio.get_running_loop()
+        self._last_active = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(self.server.config.limits.idle_timeout, self._on_idle)
 
     def _on_idle(self) -> None:
+        self._idle = None
+        if self.transport is None:
+            return
         if self._busy or self._pending:
             self._arm_idle()
             return
-        if self.transport is not None:
-            self.transport.close()
+        loop = asyncio.get_running_loop()
+        left = self._last_active + self.server.config.limits.idle_timeout - loop.time()
+        if left > 0:
+            self._idle = loop.call_later(left, self._on_idle)
+            return
+        self.transport.close()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

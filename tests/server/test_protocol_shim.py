@@ -521,6 +521,27 @@ def test_idle_session_is_closed_after_idle_timeout(tmp_path: Path) -> None:
     run(tmp_path, body, limits_idle_timeout=1.0)
 
 
+def test_idle_timeout_counts_from_the_last_request(tmp_path: Path) -> None:
+    """The idle timer is set once per period and re-armed for what is left when it
+    fires: a session asking every 0.4 s outlives a 1 s timeout, then closes ~1 s after
+    its last request."""
+
+    async def body(env: Env) -> None:
+        loop = asyncio.get_running_loop()
+        proto, t = env.connect()
+        for i in range(5):
+            proto.data_received(discover(bytes([i])))
+            await t.written(i + 1)
+            await asyncio.sleep(0.4)
+            assert not t.is_closing()
+        last = loop.time() - 0.4
+        await t.until(t.is_closing)
+        assert 0.9 <= loop.time() - last <= 1.6
+        assert t.calls[-1] == "close" and not t.aborted
+
+    run(tmp_path, body, limits_idle_timeout=1.0)
+
+
 # ---------------------------------------------------------------------------
 # Flow control
 
