@@ -443,8 +443,8 @@ class PostgresStore(Store):
         if not self._open or self._pool is None:
             raise StoreError("store is not open")
         if asyncio.current_task() is None:
-            # The server runs a request's first step outside any Task (a cached Get
-            # must not pay for one); asyncpg's connect needs a Task (asyncio.timeout).
+            # A caller driving the coroutine outside any Task: asyncpg's connect needs
+            # one (asyncio.timeout).
             return await asyncio.ensure_future(self._read(fn))
         for attempt in (1, 2):
             try:
