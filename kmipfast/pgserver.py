@@ -148,6 +148,18 @@ class PgCluster:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @classmethod
+    def started(cls) -> PgCluster:
+        """A new cluster in a temporary directory, running; nothing is left behind when
+        it fails to start."""
+        cluster = cls()
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.destroy()
+            raise
+        return cluster
+
     def start(self, port: int | None = None, **settings: str) -> None:
         """Start the postmaster (initdb first if needed) and wait until it accepts queries."""
         if self.running:

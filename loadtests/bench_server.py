@@ -345,13 +345,7 @@ class PgDatabases:
         if self.cluster is None:
             from kmipfast.pgserver import PgCluster
 
-            cluster = PgCluster()
-            try:
-                cluster.start()
-            except BaseException:
-                cluster.destroy()
-                raise
-            self.cluster = cluster
+            self.cluster = PgCluster.started()
         return str(self.cluster.create_database())
 
     def pid(self) -> int | None:

@@ -13,34 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from kmipfast.pgserver import (
-    POLL_INTERVAL,
-    ROLE,
-    RUN_AS,
-    START_DEADLINE,
-    STOP_DEADLINE,
-    PgCluster,
-    PgError,
-    free_port,
-    pg_available,
-    pg_bin_dir,
-)
+from kmipfast.pgserver import PgCluster, PgError, pg_available
 
-__all__ = [
-    "POLL_INTERVAL",
-    "ROLE",
-    "RUN_AS",
-    "START_DEADLINE",
-    "STOP_DEADLINE",
-    "PgCluster",
-    "PgError",
-    "free_port",
-    "pg_available",
-    "pg_bin_dir",
-    "pg_cluster",
-    "pg_url",
-    "shared_cluster",
-]
+__all__ = ["pg_cluster", "pg_url", "shared_cluster"]
 
 
 _shared: PgCluster | None = None
@@ -52,14 +27,8 @@ def shared_cluster() -> PgCluster:
     if _shared is None or not _shared.running:
         if _shared is not None:
             _shared.destroy()
-        cluster = PgCluster()
-        try:
-            cluster.start()
-        except BaseException:
-            cluster.destroy()
-            raise
-        _shared = cluster
-        atexit.register(cluster.destroy)
+        _shared = PgCluster.started()
+        atexit.register(_shared.destroy)
     return _shared
 
 

@@ -224,6 +224,12 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     return _run(go())
 
 
+def _public_key_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--public-key", action="append", metavar="PEM",
+                    help=f"trusted audit public key (default: {auditchain.PUBLIC_KEY_FILE} "
+                         "in the data dir); repeatable")  # fmt: skip
+
+
 def register(sub: Any, add: Add) -> None:
     audit = sub.add_parser("audit", help="verify and read the audit log").add_subparsers(
         dest="sub", required=True, metavar="ACTION"
@@ -233,18 +239,14 @@ def register(sub: Any, add: Add) -> None:
     sp.add_argument("files", nargs="*", metavar="FILE",
                     help="log files, oldest first (default: the data dir's, rotated "
                          "ones first)")  # fmt: skip
-    sp.add_argument("--public-key", action="append", metavar="PEM",
-                    help=f"trusted audit public key (default: {auditchain.PUBLIC_KEY_FILE} "
-                         "in the data dir); repeatable")  # fmt: skip
+    _public_key_option(sp)
     sp = add(audit, "verify-shred", cmd_audit_verify_shred,
              "check a shred certificate's signature and its line in the audit chain")  # fmt: skip
     sp.add_argument("certificate", metavar="FILE")
     sp.add_argument("--audit-log", action="append", metavar="FILE",
                     help="audit log files, oldest first (default: the data dir's); "
                          "repeatable")  # fmt: skip
-    sp.add_argument("--public-key", action="append", metavar="PEM",
-                    help=f"trusted audit public key (default: {auditchain.PUBLIC_KEY_FILE} "
-                         "in the data dir); repeatable")  # fmt: skip
+    _public_key_option(sp)
     sp = add(audit, "tail", cmd_audit_tail, "print the last lines of the audit log")
     sp.add_argument("-n", dest="lines", type=int, default=10, help="how many (default 10)")
     sp.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")

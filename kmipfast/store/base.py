@@ -27,9 +27,10 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 class StoreError(Exception):
@@ -103,6 +104,26 @@ class ClientRecord:
     # What the client may do: "full", "vcenter", "array" or "readonly" (kmipfast.auth.ROLES).
     role: str = "full"
     ca_pem: str | None = None
+
+
+def _fields(record: type, leave_out: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(record) if f.name not in leave_out)
+
+
+# Table columns in record field order, for the SQL stores (an object's attributes live in
+# a table of their own).
+OBJECT_FIELDS = _fields(ObjectRecord, leave_out=("attributes",))
+TENANT_FIELDS = _fields(TenantRecord)
+NODE_FIELDS = _fields(NodeRecord)
+CLIENT_FIELDS = _fields(ClientRecord)
+OBJECT_COLUMNS = ", ".join(OBJECT_FIELDS)
+TENANT_COLUMNS = ", ".join(TENANT_FIELDS)
+CLIENT_COLUMNS = ", ".join(CLIENT_FIELDS)
+
+
+def row_of(rec: object, names: Sequence[str]) -> tuple[Any, ...]:
+    """The values of ``names`` on ``rec``, in that order: one row's parameters."""
+    return tuple(getattr(rec, name) for name in names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,8 @@ import asyncpg
 
 from kmipfast.store import postgres_sql as sql
 from kmipfast.store.base import (
+    NODE_FIELDS,
+    TENANT_COLUMNS,
     ClientRecord,
     NodeRecord,
     ObjectRecord,
@@ -353,20 +355,20 @@ class PostgresStore(Store):
     async def _create_together(self, recs: list[ObjectRecord]) -> bool:
         """A batch of new objects in one statement, its own transaction: one round trip
         to the database (and its commit) for the whole batch.  False when it did not
-        commit: a constraint refused one (nothing was written) or the connection failed
+        commit: the database refused it (nothing was written) or the connection failed
         (then the one-by-one path reconnects, and reports a uid that did commit as a
         conflict)."""
         try:
             conn = await self._writer_conn()
             await sql.create_objects_together(conn, recs)
-        except asyncpg.IntegrityConstraintViolationError:
-            return False
         except _CONNECTION_ERRORS as exc:
             log.info("store writer connection lost (%s); reconnecting", exc)
             if self._wconn is not None:
                 self._wconn.terminate()
                 self._wconn = None
             return False
+        except asyncpg.PostgresError:
+            return False  # a constraint (or any refusal): one by one tells whose it is
         return True
 
     async def _run_batch(self, batch: list[_Write]) -> None:
@@ -520,20 +522,16 @@ class PostgresStore(Store):
         return [row[0] for row in await self._fetch(sql, *args)]
 
     async def list_objects(self, tenant: str | None = None) -> AsyncIterator[ObjectRecord]:
-        last = 0
-        while True:
-            rows = await self._fetch(
+        async for rec in _paged(
+            lambda last: self._fetch(
                 f"{sql.OBJECT_SELECT} WHERE o.seq > $1 AND ($2::text IS NULL OR o.tenant = $2)"
                 " ORDER BY o.seq LIMIT $3",
                 last,
                 tenant,
                 _PAGE,
             )
-            for row in rows:
-                yield sql.object_from_row(row)
-            if len(rows) < _PAGE:
-                return
-            last = rows[-1]["seq"]
+        ):
+            yield rec
 
     async def count_objects(self, tenant: str) -> dict[int, int]:
         rows = await self._fetch(
@@ -547,7 +545,7 @@ class PostgresStore(Store):
         await self._write(sql.create_tenant(rec))
 
     async def get_tenant(self, name: str) -> TenantRecord | None:
-        rows = await self._fetch(f"SELECT {sql.TENANT_COLUMNS} FROM tenants WHERE name = $1", name)
+        rows = await self._fetch(f"SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1", name)
         return sql.tenant(rows[0]) if rows else None
 
     async def list_tenants(self) -> list[TenantRecord]:
@@ -619,7 +617,7 @@ class PostgresStore(Store):
 
     async def list_nodes(self) -> list[NodeRecord]:
         rows = await self._fetch(
-            f"SELECT {', '.join(sql.NODE_FIELDS)} FROM nodes ORDER BY id {sql.BYTEWISE}"
+            f"SELECT {', '.join(NODE_FIELDS)} FROM nodes ORDER BY id {sql.BYTEWISE}"
         )
         return [NodeRecord(*row) for row in rows]
 
@@ -722,25 +720,33 @@ class PostgresStore(Store):
                 clients = [ClientRecord(*row) for row in client_rows]
                 count = int(await conn.fetchval("SELECT count(*) FROM objects"))
 
-                async def objects() -> AsyncIterator[ObjectRecord]:
-                    last = 0
-                    while True:
-                        rows = await conn.fetch(
-                            f"{sql.OBJECT_SELECT} WHERE o.seq > $1 ORDER BY o.seq LIMIT $2",
-                            last,
-                            _PAGE,
-                        )
-                        for row in rows:
-                            yield sql.object_from_row(row)
-                        if len(rows) < _PAGE:
-                            return
-                        last = rows[-1]["seq"]
-
-                yield StoreSnapshot(tenants, clients, count, objects())
+                objects = _paged(
+                    lambda last: conn.fetch(
+                        f"{sql.OBJECT_SELECT} WHERE o.seq > $1 ORDER BY o.seq LIMIT $2",
+                        last,
+                        _PAGE,
+                    )
+                )
+                yield StoreSnapshot(tenants, clients, count, objects)
         except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             raise StoreError(f"snapshot failed: {exc}") from exc
         finally:
             await conn.close()
+
+
+async def _paged(
+    fetch: Callable[[int], Awaitable[list[Any]]],
+) -> AsyncIterator[ObjectRecord]:
+    """Objects page by page in ``seq`` order: ``fetch(last)`` returns up to ``_PAGE``
+    rows after seq ``last``."""
+    last = 0
+    while True:
+        rows = await fetch(last)
+        for row in rows:
+            yield sql.object_from_row(row)
+        if len(rows) < _PAGE:
+            return
+        last = rows[-1]["seq"]
 
 
 def _as_store_error(exc: BaseException) -> BaseException:

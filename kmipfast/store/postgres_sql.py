@@ -8,12 +8,19 @@ other nodes must hear once it commits (see postgres.py, "Coherence between nodes
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from kmipfast.store.base import (
+    CLIENT_COLUMNS,
+    CLIENT_FIELDS,
+    NODE_FIELDS,
+    OBJECT_COLUMNS,
+    OBJECT_FIELDS,
+    TENANT_COLUMNS,
+    TENANT_FIELDS,
     ClientRecord,
     NodeRecord,
     ObjectRecord,
@@ -21,6 +28,7 @@ from kmipfast.store.base import (
     StoreConflict,
     StoreError,
     TenantRecord,
+    row_of,
 )
 
 NOTIFY_MAX = 7000  # bytes per pg_notify payload (the server's limit is 8000)
@@ -96,17 +104,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-OBJECT_FIELDS = ("uid", "tenant", "object_type", "state", "key_blob", "key_meta", "created",
-                  "updated", "version")  # fmt: skip
-TENANT_FIELDS = ("name", "root_label", "sealed_master_key", "master_key_version", "created",
-                  "rotated", "previous_sealed_master_key",
-                  "previous_master_key_version")  # fmt: skip
-NODE_FIELDS = ("id", "pid", "host", "data_version", "seen", "held")
-CLIENT_FIELDS = ("name", "tenant", "fingerprint", "subject", "issuer", "not_after", "created",
-                  "ca_rule", "role", "ca_pem")  # fmt: skip
-OBJECT_COLUMNS = ", ".join(OBJECT_FIELDS)
-TENANT_COLUMNS = ", ".join(TENANT_FIELDS)
-CLIENT_COLUMNS = ", ".join(CLIENT_FIELDS)
 # An object row with its attributes, in one statement (one snapshot).
 OBJECT_SELECT = (
     "SELECT o.seq, " + ", ".join(f"o.{f}" for f in OBJECT_FIELDS) + ","
@@ -137,10 +134,6 @@ INSERT_OBJECTS_WITH_ATTRIBUTES = (
 )
 
 VERSION_NOTICE = json.dumps(["v"])
-
-
-def row(rec: object, fields: Sequence[str]) -> tuple[Any, ...]:
-    return tuple(getattr(rec, name) for name in fields)
 
 
 def params(n: int, start: int = 1) -> str:
@@ -198,7 +191,7 @@ def create_object(rec: ObjectRecord) -> WriteFn:
         try:
             await conn.execute(
                 f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({params(9)})",
-                *row(rec, OBJECT_FIELDS),
+                *row_of(rec, OBJECT_FIELDS),
             )
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise constraint_error(exc, f"object {rec.uid}") from None
@@ -236,7 +229,7 @@ def update_object(rec: ObjectRecord, expected_version: int) -> WriteFn:
             "UPDATE objects SET object_type = $3, state = $4, key_blob = $5, key_meta = $6,"
             " created = $7, updated = $8, version = $9"
             " WHERE uid = $1 AND tenant = $2 AND version = $10 RETURNING version",
-            *row(rec, OBJECT_FIELDS[:8]),
+            *row_of(rec, OBJECT_FIELDS[:8]),
             expected_version + 1,
             expected_version,
         )
@@ -272,7 +265,7 @@ def create_tenant(rec: TenantRecord) -> WriteFn:
         try:
             await conn.execute(
                 f"INSERT INTO tenants ({TENANT_COLUMNS}) VALUES ({params(len(TENANT_FIELDS))})",
-                *row(rec, TENANT_FIELDS),
+                *row_of(rec, TENANT_FIELDS),
             )
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise constraint_error(exc, f"tenant {rec.name}") from None
@@ -286,7 +279,7 @@ def update_tenant(rec: TenantRecord) -> WriteFn:
     async def fn(conn: asyncpg.Connection) -> tuple[None, str]:
         sets = ", ".join(f"{f} = ${i}" for i, f in enumerate(TENANT_FIELDS[1:], start=2))
         found = await conn.fetchval(
-            f"UPDATE tenants SET {sets} WHERE name = $1 RETURNING true", *row(rec, TENANT_FIELDS)
+            f"UPDATE tenants SET {sets} WHERE name = $1 RETURNING true", *row_of(rec, TENANT_FIELDS)
         )
         if not found:
             raise StoreError(f"tenant {rec.name} does not exist")
@@ -302,7 +295,7 @@ def put_node(rec: NodeRecord) -> WriteFn:
             f"INSERT INTO nodes ({', '.join(NODE_FIELDS)}) VALUES ({params(len(NODE_FIELDS))})"
             " ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host,"
             " data_version = excluded.data_version, seen = excluded.seen, held = excluded.held",
-            *row(rec, NODE_FIELDS),
+            *row_of(rec, NODE_FIELDS),
         )
         return None, None
 
@@ -316,7 +309,7 @@ def put_client(rec: ClientRecord) -> WriteFn:
             await conn.execute(
                 f"INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ({params(len(CLIENT_FIELDS))})"
                 f" ON CONFLICT (name) DO UPDATE SET {updates}",
-                *row(rec, CLIENT_FIELDS),
+                *row_of(rec, CLIENT_FIELDS),
             )
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise constraint_error(exc, f"client {rec.name}") from None

@@ -48,6 +48,13 @@ from typing import Any, TypeVar
 
 from kmipfast import metrics
 from kmipfast.store.base import (
+    CLIENT_COLUMNS,
+    CLIENT_FIELDS,
+    NODE_FIELDS,
+    OBJECT_COLUMNS,
+    OBJECT_FIELDS,
+    TENANT_COLUMNS,
+    TENANT_FIELDS,
     ClientRecord,
     NodeRecord,
     ObjectRecord,
@@ -57,6 +64,7 @@ from kmipfast.store.base import (
     StoreSnapshot,
     StoreStats,
     TenantRecord,
+    row_of,
 )
 
 log = logging.getLogger(__name__)
@@ -142,18 +150,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-# Column lists in record field order (ObjectRecord's attributes live in their own table).
-_OBJECT_FIELDS = ("uid", "tenant", "object_type", "state", "key_blob", "key_meta", "created",
-                  "updated", "version")  # fmt: skip
-_TENANT_FIELDS = ("name", "root_label", "sealed_master_key", "master_key_version", "created",
-                  "rotated", "previous_sealed_master_key",
-                  "previous_master_key_version")  # fmt: skip
-_NODE_FIELDS = ("id", "pid", "host", "data_version", "seen", "held")
-_CLIENT_FIELDS = ("name", "tenant", "fingerprint", "subject", "issuer", "not_after", "created",
-                  "ca_rule", "role", "ca_pem")  # fmt: skip
-_OBJECT_COLUMNS = ", ".join(_OBJECT_FIELDS)
-_TENANT_COLUMNS = ", ".join(_TENANT_FIELDS)
-_CLIENT_COLUMNS = ", ".join(_CLIENT_FIELDS)
 _BUMP_DATA_VERSION = "UPDATE meta SET value = value + 1 WHERE key = 'data_version'"
 _OBJECTS_SEQ = "SELECT value FROM meta WHERE key = 'objects_seq'"
 _BUMP_OBJECTS_SEQ = "UPDATE meta SET value = value + 1 WHERE key = 'objects_seq' RETURNING value"
@@ -242,10 +238,6 @@ def _constraint_error(exc: sqlite3.IntegrityError, what: str) -> StoreError:
 # -- write operations (run on the writer thread) -------------------------------
 
 
-def _insert_attributes(conn: sqlite3.Connection, rec: ObjectRecord) -> None:
-    _insert_attribute_rows(conn, _attribute_rows(rec))
-
-
 _ROWS_PER_INSERT = 500
 
 
@@ -281,7 +273,8 @@ def _insert_objects_together(conn: sqlite3.Connection, recs: list[ObjectRecord])
     when a constraint refuses one, so the caller inserts them one by one to learn which."""
     conn.execute("SAVEPOINT together")
     try:
-        _insert_rows(conn, "objects", _OBJECT_COLUMNS, 9, [_row(r, _OBJECT_FIELDS) for r in recs])
+        objects = [row_of(r, OBJECT_FIELDS) for r in recs]
+        _insert_rows(conn, "objects", OBJECT_COLUMNS, len(OBJECT_FIELDS), objects)
         _insert_attribute_rows(conn, [row for r in recs for row in _attribute_rows(r)])
     except sqlite3.IntegrityError:
         conn.execute("ROLLBACK TO together")
@@ -321,10 +314,6 @@ def _rewrite_attributes(conn: sqlite3.Connection, rec: ObjectRecord) -> None:
     _insert_attribute_rows(conn, added)
 
 
-def _row(rec: object, fields: Sequence[str]) -> tuple[Any, ...]:
-    return tuple(getattr(rec, name) for name in fields)
-
-
 def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -333,12 +322,13 @@ def _create_object(rec: ObjectRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         try:
             conn.execute(
-                f"INSERT INTO objects ({_OBJECT_COLUMNS}) VALUES ({_placeholders(9)})",
-                _row(rec, _OBJECT_FIELDS),
+                f"INSERT INTO objects ({OBJECT_COLUMNS})"
+                f" VALUES ({_placeholders(len(OBJECT_FIELDS))})",
+                row_of(rec, OBJECT_FIELDS),
             )
         except sqlite3.IntegrityError as exc:
             raise _constraint_error(exc, f"object {rec.uid}") from None
-        _insert_attributes(conn, rec)
+        _insert_attribute_rows(conn, _attribute_rows(rec))
         return None, False
 
     return fn
@@ -346,7 +336,7 @@ def _create_object(rec: ObjectRecord) -> WriteFn:
 
 def _update_object(rec: ObjectRecord, expected_version: int) -> WriteFn:
     # uid and tenant are the row's identity, never rewritten.
-    row = (*_row(rec, _OBJECT_FIELDS)[2:-1], expected_version + 1, rec.uid)
+    row = (*row_of(rec, OBJECT_FIELDS)[2:-1], expected_version + 1, rec.uid)
 
     def fn(conn: sqlite3.Connection) -> tuple[int, bool]:
         old = conn.execute(
@@ -385,9 +375,9 @@ def _create_tenant(rec: TenantRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         try:
             conn.execute(
-                f"INSERT INTO tenants ({_TENANT_COLUMNS}) VALUES "
-                f"({_placeholders(len(_TENANT_FIELDS))})",
-                _row(rec, _TENANT_FIELDS),
+                f"INSERT INTO tenants ({TENANT_COLUMNS}) VALUES "
+                f"({_placeholders(len(TENANT_FIELDS))})",
+                row_of(rec, TENANT_FIELDS),
             )
         except sqlite3.IntegrityError as exc:
             raise _constraint_error(exc, f"tenant {rec.name}") from None
@@ -407,9 +397,9 @@ def _update_tenant(rec: TenantRecord) -> WriteFn:
             raise StoreError(f"tenant {rec.name} does not exist")
         conn.execute(
             "UPDATE tenants SET "
-            + ", ".join(f"{f} = ?" for f in _TENANT_FIELDS[1:])
+            + ", ".join(f"{f} = ?" for f in TENANT_FIELDS[1:])
             + " WHERE name = ?",
-            (*_row(rec, _TENANT_FIELDS)[1:], rec.name),
+            (*row_of(rec, TENANT_FIELDS)[1:], rec.name),
         )
         conn.execute(_BUMP_DATA_VERSION)
         gone = {old[0], old[1]} - {None, rec.sealed_master_key, rec.previous_sealed_master_key}
@@ -421,9 +411,9 @@ def _update_tenant(rec: TenantRecord) -> WriteFn:
 def _put_node(rec: NodeRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         conn.execute(
-            f"INSERT OR REPLACE INTO nodes ({', '.join(_NODE_FIELDS)}) VALUES "
-            f"({_placeholders(len(_NODE_FIELDS))})",
-            _row(rec, _NODE_FIELDS),
+            f"INSERT OR REPLACE INTO nodes ({', '.join(NODE_FIELDS)}) VALUES "
+            f"({_placeholders(len(NODE_FIELDS))})",
+            row_of(rec, NODE_FIELDS),
         )
         return None, False
 
@@ -434,14 +424,14 @@ def _put_client(rec: ClientRecord) -> WriteFn:
     def fn(conn: sqlite3.Connection) -> tuple[None, bool]:
         try:
             conn.execute(
-                f"INSERT INTO clients ({_CLIENT_COLUMNS})"
-                f" VALUES ({_placeholders(len(_CLIENT_FIELDS))})"
+                f"INSERT INTO clients ({CLIENT_COLUMNS})"
+                f" VALUES ({_placeholders(len(CLIENT_FIELDS))})"
                 " ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant,"
                 " fingerprint = excluded.fingerprint, subject = excluded.subject,"
                 " issuer = excluded.issuer, not_after = excluded.not_after,"
                 " created = excluded.created, ca_rule = excluded.ca_rule,"
                 " role = excluded.role, ca_pem = excluded.ca_pem",
-                _row(rec, _CLIENT_FIELDS),
+                row_of(rec, CLIENT_FIELDS),
             )
         except sqlite3.IntegrityError as exc:
             raise _constraint_error(exc, f"client {rec.name}") from None
@@ -856,7 +846,7 @@ class SqliteStore(Store):
     async def get_object(self, tenant: str, uid: str) -> ObjectRecord | None:
         def fn(conn: sqlite3.Connection) -> ObjectRecord | None:
             rows = conn.execute(
-                f"SELECT {_OBJECT_COLUMNS} FROM objects WHERE uid = ? AND tenant = ?", (uid, tenant)
+                f"SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ? AND tenant = ?", (uid, tenant)
             ).fetchall()
             return _objects_from_rows(conn, rows)[0] if rows else None
 
@@ -913,7 +903,7 @@ class SqliteStore(Store):
 
             def page(conn: sqlite3.Connection, after: int = last) -> tuple[int, list[ObjectRecord]]:
                 rows = conn.execute(
-                    f"SELECT rowid, {_OBJECT_COLUMNS} FROM objects"
+                    f"SELECT rowid, {OBJECT_COLUMNS} FROM objects"
                     " WHERE rowid > ? AND (? IS NULL OR tenant = ?) ORDER BY rowid LIMIT ?",
                     (after, tenant, tenant, _PAGE),
                 ).fetchall()
@@ -943,7 +933,7 @@ class SqliteStore(Store):
     async def get_tenant(self, name: str) -> TenantRecord | None:
         tenants = await self._read(
             lambda conn: conn.execute(
-                f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE name = ?", (name,)
+                f"SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?", (name,)
             ).fetchall()
         )
         return TenantRecord(*tenants[0]) if tenants else None
@@ -951,7 +941,7 @@ class SqliteStore(Store):
     async def list_tenants(self) -> list[TenantRecord]:
         rows = await self._read(
             lambda conn: conn.execute(
-                f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name"
+                f"SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
             ).fetchall()
         )
         return [TenantRecord(*row) for row in rows]
@@ -968,7 +958,7 @@ class SqliteStore(Store):
         return bool(await self._write(_remove_client(name)))
 
     async def _clients(self, where: str, args: tuple[Any, ...]) -> list[ClientRecord]:
-        sql = f"SELECT {_CLIENT_COLUMNS} FROM clients {where} ORDER BY name"
+        sql = f"SELECT {CLIENT_COLUMNS} FROM clients {where} ORDER BY name"
         rows = await self._read(lambda conn: conn.execute(sql, args).fetchall())
         return [ClientRecord(*row) for row in rows]
 
@@ -991,7 +981,7 @@ class SqliteStore(Store):
     async def list_nodes(self) -> list[NodeRecord]:
         rows = await self._read(
             lambda conn: conn.execute(
-                f"SELECT {', '.join(_NODE_FIELDS)} FROM nodes ORDER BY id"
+                f"SELECT {', '.join(NODE_FIELDS)} FROM nodes ORDER BY id"
             ).fetchall()
         )
         return [NodeRecord(*row) for row in rows]
@@ -1033,8 +1023,8 @@ class SqliteStore(Store):
             return mem
 
         def head(mem: sqlite3.Connection) -> tuple[list[TenantRecord], list[ClientRecord], int]:
-            tenants = mem.execute(f"SELECT {_TENANT_COLUMNS} FROM tenants ORDER BY name")
-            clients = mem.execute(f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY name")
+            tenants = mem.execute(f"SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name")
+            clients = mem.execute(f"SELECT {CLIENT_COLUMNS} FROM clients ORDER BY name")
             (count,) = mem.execute("SELECT count(*) FROM objects").fetchone()
             return (
                 [TenantRecord(*row) for row in tenants.fetchall()],
@@ -1045,7 +1035,7 @@ class SqliteStore(Store):
         async def objects(mem: sqlite3.Connection) -> AsyncIterator[ObjectRecord]:
             def page(after: int) -> tuple[int, list[ObjectRecord]]:
                 rows = mem.execute(
-                    f"SELECT rowid, {_OBJECT_COLUMNS} FROM objects WHERE rowid > ?"
+                    f"SELECT rowid, {OBJECT_COLUMNS} FROM objects WHERE rowid > ?"
                     " ORDER BY rowid LIMIT ?",
                     (after, _PAGE),
                 ).fetchall()

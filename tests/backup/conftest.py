@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import PgCluster, PgError, pg_cluster, pg_url
+from kmipfast.pgserver import PgCluster, PgError
+from tests.pg import pg_cluster, pg_url
 
 __all__ = ["BACKENDS", "new_store", "pg_cluster", "pg_url"]
 

@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 
 from kmipfast.keys.softhsm import find_softhsm_module
+from kmipfast.pgserver import pg_available
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import Operation, ResultReason, RevocationReasonCode
 from kmipfast.protocol.tags import ItemType, Tag
-from tests.pg import pg_available, shared_cluster
+from tests.pg import shared_cluster
 from tests.server.harness import (
     ClientBundle,
     KmipServer,

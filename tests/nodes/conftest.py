@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import PgCluster, pg_cluster, pg_url
+from kmipfast.pgserver import PgCluster
+from tests.pg import pg_cluster, pg_url
 from tests.server.harness import KmipServer, server_available
 
 __all__ = ["nodes", "pg_cluster", "pg_url"]

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from kmipfast.pgserver import free_port, pg_available
 from kmipfast.protocol.enums import Operation
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import value
-from tests.pg import free_port, pg_available
 from tests.server.harness import cli_command, server_available
 from tests.server.kmipclient import connect, create_aes_payload, key_material, uid_payload
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from kmipfast.pgserver import PgCluster
 from kmipfast.protocol.enums import Operation
 from kmipfast.protocol.tags import ItemType, Tag
 from kmipfast.protocol.ttlv import value
-from tests.pg import PgCluster
 from tests.server.harness import KmipServer
 from tests.server.kmipclient import (
     ConnectionClosed,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from kmipfast.pgserver import PgCluster
 from kmipfast.protocol.enums import Operation
 from kmipfast.protocol.tags import ItemType, Tag
 from kmipfast.protocol.ttlv import value
 from kmipfast.store.postgres import LISTENER_NAME
-from tests.pg import PgCluster
 from tests.server.harness import KmipServer
 from tests.server.kmipclient import (
     ConnectionClosed,

@@ -64,7 +64,8 @@ def chosen_store_url() -> str | None:
     if choice == "sqlite":
         return None
     if choice in ("postgresql", "postgres"):
-        from tests.pg import pg_available, shared_cluster
+        from kmipfast.pgserver import pg_available
+        from tests.pg import shared_cluster
 
         if not pg_available():
             raise ServerError(f"{STORE_ENV}={choice} but PostgreSQL is not installed")

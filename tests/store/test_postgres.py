@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from kmipfast.pgserver import PgCluster, free_port
 from kmipfast.store import ClientRecord, NodeRecord, StoreChange, StoreError, open_store
 from kmipfast.store.postgres import LISTENER_NAME, PostgresStore
 from kmipfast.store.postgres_sql import MIGRATIONS
-from tests.pg import PgCluster, free_port
 from tests.store.test_sqlite import obj, tenant
 
 T = TypeVar("T")
