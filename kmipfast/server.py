@@ -505,12 +505,42 @@ class KmipProtocol(asyncio.Protocol):
         if self._pending:
             self._arm_idle()
             if not self._busy:
+                self._answer_now()
+                if not self._pending:
+                    self._close_if_peer_closed()
+                    return
                 self._busy = True
                 task = asyncio.ensure_future(self._drain())
                 self.server.state.tasks.add(task)
                 task.add_done_callback(self.server.state.tasks.discard)
             if len(self._pending) >= MAX_QUEUED_MESSAGES:
                 self._pause()
+
+    def _answer_now(self) -> None:
+        """Answers the queued requests that need no waiting (a Get of a key held
+        here), in order, up to the first one that does: no Task, no await."""
+        engine, transport, processor = self.tls, self.transport, self.server.processor
+        if engine is None or transport is None or self.session is None:
+            return
+        pending = self._pending
+        while pending:
+            message = pending[0]
+            if type(message) is not tuple:
+                return
+            try:
+                response = processor.answer_now(self.session, message)
+            except Exception:
+                log.exception("answering %s without waiting failed", self.session.peer)
+                return  # the ordinary path answers it (and reports its own errors)
+            if response is None:
+                return
+            pending.popleft()
+            try:
+                transport.write(engine.send_encoded(response))
+            except TlsError as e:
+                log.info("closing %s: TLS failure while answering: %s", self.session.peer, e)
+                self._abort()
+                return
 
     def _abort(self) -> None:
         self._pending.clear()
@@ -548,11 +578,15 @@ class KmipProtocol(asyncio.Protocol):
             self._abort()
         finally:
             self._busy = False
-            transport = self.transport
-            engine = self.tls or self.ossl
-            if engine and engine.peer_closed and transport and not transport.is_closing():
-                transport.write(engine.close())
-                transport.close()
+            self._close_if_peer_closed()
+
+    def _close_if_peer_closed(self) -> None:
+        """Everything asked is answered: if the peer has said close_notify, say it back."""
+        transport = self.transport
+        engine = self.tls or self.ossl
+        if engine and engine.peer_closed and transport and not transport.is_closing():
+            transport.write(engine.close())
+            transport.close()
 
     # -- flow control ---------------------------------------------------------------
     def _pause(self) -> None:

@@ -174,19 +174,26 @@ class Vault:
         self._generation += 1
         self._cache.clear()
 
-    async def fetch(self, tenant: str, uid: str) -> ManagedObject:
-        """The object; another tenant's uid is Item Not Found, like a missing one.
-        The result is shared with the cache: copy() before changing it."""
-        key = (tenant, uid)
+    def cached(self, tenant: str, uid: str) -> ManagedObject | None:
+        """The object if the cache holds it and no other process has written since it
+        was cached (not counted as a miss: the caller falls back to :meth:`fetch`)."""
         epoch = self.store.foreign_epoch()
         if epoch != self._epoch:
             # Another process wrote: whatever it changed must not be served from here.
             self._epoch = epoch
             self.clear()
+        key = (tenant, uid)
         obj = self._cache.get(key)
         if obj is not None:
             self.hits += 1
             self._cache.move_to_end(key)
+        return obj
+
+    async def fetch(self, tenant: str, uid: str) -> ManagedObject:
+        """The object; another tenant's uid is Item Not Found, like a missing one.
+        The result is shared with the cache: copy() before changing it."""
+        obj = self.cached(tenant, uid)
+        if obj is not None:
             return obj
         self.misses += 1
         generation = self._generation

@@ -210,7 +210,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, host: str, port: int, *, reuse_port: bool = False) -> int:
     from kmipfast.auth import AllowList
-    from kmipfast.operations import DISPATCH
+    from kmipfast.operations import DISPATCH, QUICK
     from kmipfast.protocol.processor import Processor
     from kmipfast.server import KmipServer
 
@@ -222,6 +222,7 @@ async def _serve(config: Config, host: str, port: int, *, reuse_port: bool = Fal
             max_message_size=limits.max_message_size,
             max_batch_items=limits.max_batch_items,
             max_response_size=limits.max_response_size,
+            quick=QUICK,
         )
 
         def ready(h: str, p: int) -> None:

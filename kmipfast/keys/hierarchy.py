@@ -348,17 +348,30 @@ class KeyHierarchy:
     ) -> tuple[int, _native.MasterKey]:
         """``(generation, key)``: the current generation unless ``version`` is given."""
         gen = self._current.get(tenant) if version is None else version
-        held = None if gen is None else self._held.get((tenant, gen))
-        if held is not None and gen is not None:
-            age = time.monotonic() - held.since
-            if age < self.hold_seconds:
-                if age > 0.8 * self.hold_seconds and (tenant, version) not in self._pending:
-                    self._start_unseal(tenant, version)
-                return gen, held.key
-            self._drop_key(tenant, gen)
+        if gen is not None:
+            key = self._holding(tenant, gen, version)
+            if key is not None:
+                return gen, key
         fut = self._pending.get((tenant, version)) or self._start_unseal(tenant, version)
         got_gen, got = await asyncio.shield(fut)
         return got_gen, got.key
+
+    def held(self, tenant: str, version: int) -> _native.MasterKey | None:
+        """Generation ``version`` of the tenant's master key if it is held now, without
+        waiting (None: :meth:`master` unseals it)."""
+        return self._holding(tenant, version, version)
+
+    def _holding(self, tenant: str, gen: int, version: int | None) -> _native.MasterKey | None:
+        held = self._held.get((tenant, gen))
+        if held is None:
+            return None
+        age = time.monotonic() - held.since
+        if age >= self.hold_seconds:
+            self._drop_key(tenant, gen)
+            return None
+        if age > 0.8 * self.hold_seconds and (tenant, version) not in self._pending:
+            self._start_unseal(tenant, version)  # refreshed before it expires
+        return held.key
 
     def _start_unseal(self, tenant: str, version: int | None) -> asyncio.Future[tuple[int, _Held]]:
         fut: asyncio.Future[tuple[int, _Held]] = asyncio.get_running_loop().create_future()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from kmipfast.operations import attributes, create, discover, get, lifecycle, locate, rekey
 from kmipfast.protocol.enums import Operation
-from kmipfast.protocol.processor import Handler
+from kmipfast.protocol.processor import Handler, QuickHandler
 
 DISPATCH: dict[int, Handler] = {
     Operation.DiscoverVersions: discover.discover_versions,
@@ -27,3 +27,6 @@ DISPATCH: dict[int, Handler] = {
     Operation.Destroy: lifecycle.destroy,
     Operation.ReKey: rekey.rekey,
 }
+
+# Operations that can often be answered without waiting (see Processor.answer_now).
+QUICK: dict[int, QuickHandler] = {Operation.Get: get.cached_get}

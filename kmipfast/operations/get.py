@@ -9,20 +9,26 @@ Failure (HSM unavailable).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kmipfast.keys.hierarchy import StaleGeneration
 from kmipfast.operations import common, objects
 from kmipfast.protocol import ttlv
 from kmipfast.protocol.enums import ResultReason
 from kmipfast.protocol.errors import KmipError
-from kmipfast.protocol.processor import Context
+from kmipfast.protocol.processor import Context, Session
 from kmipfast.protocol.tags import Tag
 from kmipfast.protocol.ttlv import Item
 from kmipfast.vault import ManagedObject
+
+if TYPE_CHECKING:
+    from kmipfast.services import Services
 
 T_KEY_FORMAT_TYPE = int(Tag.KeyFormatType)
 T_KEY_COMPRESSION = int(Tag.KeyCompressionType)
 T_WRAPPING_SPEC = int(Tag.KeyWrappingSpecification)
 T_USAGE_MASK = int(Tag.CryptographicUsageMask)
+T_UNIQUE_IDENTIFIER = int(Tag.UniqueIdentifier)
 
 
 async def get(ctx: Context, payload: Item | None) -> Item:
@@ -44,23 +50,55 @@ async def get(ctx: Context, payload: Item | None) -> Item:
         obj, item = await _served_item(ctx, uid, requested)
     if obj.first("Fresh") is True:
         await _served(ctx, uid)
-    return common.payload(
-        ttlv.enum(common.T_OBJECT_TYPE, obj.object_type), common.uid_item(uid), item
-    )
+    return _payload(obj, item)
+
+
+def cached_get(session: Session, services: Services, payload: Item) -> tuple[str, Item] | None:
+    """The plain Get vCenter and ESXi hosts send (a Unique Identifier, nothing else)
+    answered without waiting, when the object and its master key are both held here
+    and serving it changes nothing (not Fresh): ``(uid, response payload)``.  None
+    for anything else, which then takes :func:`get`, where every error is answered."""
+    fields = payload[2]
+    if len(fields) != 1:
+        return None
+    tag, typ, uid = fields[0]
+    if tag != T_UNIQUE_IDENTIFIER or typ != ttlv.TEXT_STRING:
+        return None
+    obj = services.vault.cached(session.tenant, uid)
+    if obj is None or obj.key_blob is None or obj.first("Fresh") is True:
+        return None
+    master = services.keys.held(session.tenant, objects.generation(obj))
+    if master is None:
+        return None
+    try:
+        _check_servable(obj)
+        return uid, _payload(obj, objects.object_item(obj, master, None))
+    except KmipError:
+        return None
 
 
 async def _served_item(ctx: Context, uid: str, requested: int | None) -> tuple[ManagedObject, Item]:
     obj = await ctx.services.vault.fetch(ctx.tenant, uid)
+    _check_servable(obj)
+    master = None
+    if obj.key_blob is not None:
+        master = await ctx.services.keys.master(ctx.tenant, objects.generation(obj))
+    return obj, objects.object_item(obj, master, requested)
+
+
+def _check_servable(obj: ManagedObject) -> None:
     if obj.first("Extractable") is False:
         raise KmipError(ResultReason.NotExtractable, "the object is not extractable")
     if obj.first("Sensitive") is True:
         raise KmipError(
             ResultReason.Sensitive, "the object is sensitive and key wrapping is not offered"
         )
-    master = None
-    if obj.key_blob is not None:
-        master = await ctx.services.keys.master(ctx.tenant, objects.generation(obj))
-    return obj, objects.object_item(obj, master, requested)
+
+
+def _payload(obj: ManagedObject, item: Item) -> Item:
+    return common.payload(
+        ttlv.enum(common.T_OBJECT_TYPE, obj.object_type), common.uid_item(obj.uid), item
+    )
 
 
 async def _served(ctx: Context, uid: str) -> None:

@@ -138,6 +138,48 @@ def parse_request(tree: Item) -> Request:
     return Request(header=header, items=items)
 
 
+def single_item(tree: Item) -> tuple[tuple[int, int], int, bytes | None, Item] | None:
+    """``(version, operation, batch id, payload)`` of a request in the shape most
+    clients send (a header of Protocol Version and Batch Count 1; one Batch Item of
+    Operation, an optional Unique Batch Item ID and a Request Payload), read without
+    building a :class:`Request`.  None for any other shape: :func:`parse_request`
+    then checks it and says what is wrong."""
+    if tree[0] != T_REQUEST_MESSAGE or tree[1] != ttlv.STRUCTURE or len(tree[2]) != 2:
+        return None
+    header, item = tree[2]
+    if header[0] != T_REQUEST_HEADER or item[0] != T_BATCH_ITEM or item[1] != ttlv.STRUCTURE:
+        return None
+    if header[1] != ttlv.STRUCTURE or len(header[2]) != 2 or header[2][1] != _ONE_ITEM:
+        return None
+    pv = header[2][0]
+    if pv[0] != T_PROTOCOL_VERSION or pv[1] != ttlv.STRUCTURE or len(pv[2]) != 2:
+        return None
+    major, minor = pv[2]
+    if major[0] != T_MAJOR or major[1] != ttlv.INTEGER:
+        return None
+    if minor[0] != T_MINOR or minor[1] != ttlv.INTEGER:
+        return None
+    fields = item[2]
+    batch_id = None
+    if len(fields) == 3:
+        op, found, payload = fields
+        if found[0] != T_BATCH_ID or found[1] != ttlv.BYTE_STRING:
+            return None
+        batch_id = found[2]
+    elif len(fields) == 2:
+        op, payload = fields
+    else:
+        return None
+    if op[0] != T_OPERATION or op[1] != ttlv.ENUMERATION:
+        return None
+    if payload[0] != T_REQUEST_PAYLOAD or payload[1] != ttlv.STRUCTURE:
+        return None
+    return (major[2], minor[2]), op[2], batch_id, payload
+
+
+_ONE_ITEM = (T_BATCH_COUNT, ttlv.INTEGER, 1)
+
+
 def _checked(item: Item, typ: int) -> None:
     if item[1] != typ:
         raise _invalid(f"{ttlv.tag_name(item[0])} has the wrong item type")

@@ -21,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kmipfast import auditchain
 from kmipfast.audit import AuditLog
 from kmipfast.keys.hierarchy import SoftwareRoot
+from kmipfast.protocol.enums import Operation, ResultReason, ResultStatus
+from kmipfast.protocol.messages import ResponseItem
+from kmipfast.protocol.processor import Session
 
 
 @pytest.fixture
@@ -74,6 +77,44 @@ def test_lines_carry_seq_prev_and_the_old_fields(tmp_path: Path) -> None:
     assert second["kind"] == "admin" and second["action"] == "client removed"
     report = auditchain.verify([path], {})
     assert report.problem is None and report.lines == 2
+
+
+@pytest.mark.parametrize(
+    ("uid", "reason"),
+    [("7f0c-uid", None), (None, ResultReason.ItemNotFound), ('q"uo\\te\u00e9\n', 0x1234)],
+)
+def test_operation_lines_are_the_events_write_would_make(
+    tmp_path: Path, uid: str | None, reason: int | None
+) -> None:
+    """KMIP lines are formatted directly (the per-request path), not through write():
+    the line must be the same JSON, fields in the same order, escapes included."""
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    session = Session('vc"enter', "tenant-\u00e9", "fp", peer="10.0.0.1:5000")
+    status = ResultStatus.Success if reason is None else ResultStatus.OperationFailed
+    result = ResponseItem(operation=Operation.Get, batch_id=None, status=status, reason=reason)
+    log.answered(session, Operation.Get, uid, result)
+    log.answered(session, 0x7777, uid, result)  # an operation this server does not know
+    log.close()
+    lines = [json.loads(line) for line in _lines(path)]
+    for line, op in zip(lines, ["Get", "0x00007777"], strict=True):
+        expected = {
+            "kind": "kmip",
+            "client": 'vc"enter',
+            "tenant": "tenant-\u00e9",
+            "peer": "10.0.0.1:5000",
+            "operation": op,
+            "uid": uid,
+            "result": "Success" if reason is None else "OperationFailed",
+        }
+        if reason is not None:
+            expected["reason"] = (
+                "ItemNotFound" if reason == ResultReason.ItemNotFound else "0x00001234"
+            )
+        expected["time"] = line["time"]
+        del line["seq"], line["prev"]
+        assert list(line.items()) == list(expected.items())
+    assert auditchain.verify([path], {}).problem is None
 
 
 def test_reopened_log_continues_the_chain(tmp_path: Path) -> None:
