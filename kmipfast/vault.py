@@ -42,6 +42,9 @@ class ManagedObject:
     created: int
     updated: int
     version: int = 0
+    # (master key, payload) of a plain Get of this object, made by the first one served
+    # from the cache (operations/get.py); never copied, so a changed object has none.
+    served: tuple[Any, Item] | None = field(default=None, repr=False, compare=False)
 
     @property
     def binding(self) -> bytes:

@@ -70,11 +70,16 @@ def cached_get(session: Session, services: Services, payload: Item) -> tuple[str
     master = services.keys.held(session.tenant, objects.generation(obj))
     if master is None:
         return None
-    try:
-        _check_servable(obj)
-        return uid, _payload(obj, objects.object_item(obj, master, None))
-    except KmipError:
-        return None
+    served = obj.served
+    if served is None or served[0] is not master:
+        # The payload holds the sealed blob and the master key it opens under (opened
+        # only while a response is encoded); made again when the master key is renewed.
+        try:
+            _check_servable(obj)
+            served = obj.served = (master, _payload(obj, objects.object_item(obj, master, None)))
+        except KmipError:
+            return None
+    return uid, served[1]
 
 
 async def _served_item(ctx: Context, uid: str, requested: int | None) -> tuple[ManagedObject, Item]:
