@@ -246,7 +246,7 @@ _HEADERS: dict[tuple[tuple[int, int], int, int], Item] = {}
 
 def _batch_item(item: ResponseItem) -> Item:
     if item.status == ResultStatus.Success and item.reason is None and item.message is None:
-        fields = [_SUCCESS] if item.payload is None else [_SUCCESS, item.payload]
+        fields: list[Item] = [_SUCCESS] if item.payload is None else [_SUCCESS, item.payload]
         if item.batch_id is not None:
             fields.insert(0, (T_BATCH_ID, ttlv.BYTE_STRING, item.batch_id))
         if item.operation is not None:
