@@ -8,6 +8,7 @@ close_notify that arrives with the last request still answered and returned.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 
@@ -56,6 +57,13 @@ def test_gets_pipelined_around_a_destroy_are_answered_in_order(conn: Conn) -> No
         r.expect_failure(ResultReason.ItemNotFound)
 
 
+@pytest.mark.xfail(
+    os.environ.get("KMIPFAST_SERVER_TLS_ENGINE") == "openssl",
+    reason="known: uvloop's SSL transport (tls_engine openssl) shuts the session down when "
+    "the peer's close_notify arrives, dropping an answer still being computed; the native "
+    "engine answers first",
+    strict=True,
+)
 def test_get_and_close_notify_in_one_write_are_both_answered(
     kmip_server: KmipServer, conn: Conn
 ) -> None:
