@@ -179,7 +179,8 @@ class Vault:
 
     def cached(self, tenant: str, uid: str) -> ManagedObject | None:
         """The object if the cache holds it and no other process has written since it
-        was cached (not counted as a miss: the caller falls back to :meth:`fetch`)."""
+        was cached.  Not counted: a caller that serves it counts the hit, one that
+        does not goes on to :meth:`fetch`, which counts the hit or the miss."""
         epoch = self.store.foreign_epoch()
         if epoch != self._epoch:
             # Another process wrote: whatever it changed must not be served from here.
@@ -188,7 +189,6 @@ class Vault:
         key = (tenant, uid)
         obj = self._cache.get(key)
         if obj is not None:
-            self.hits += 1
             self._cache.move_to_end(key)
         return obj
 
@@ -197,6 +197,7 @@ class Vault:
         The result is shared with the cache: copy() before changing it."""
         obj = self.cached(tenant, uid)
         if obj is not None:
+            self.hits += 1
             return obj
         self.misses += 1
         generation = self._generation

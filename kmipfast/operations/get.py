@@ -79,6 +79,7 @@ def cached_get(session: Session, services: Services, payload: Item) -> tuple[str
             served = obj.served = (master, _payload(obj, objects.object_item(obj, master, None)))
         except KmipError:
             return None
+    services.vault.hits += 1
     return uid, served[1]
 
 

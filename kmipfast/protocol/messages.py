@@ -30,8 +30,6 @@ T_BATCH_ID = int(Tag.UniqueBatchItemID)
 T_REQUEST_PAYLOAD = int(Tag.RequestPayload)
 T_RESPONSE_PAYLOAD = int(Tag.ResponsePayload)
 T_EXTENSION = int(Tag.MessageExtension)
-T_RESPONSE_MESSAGE = int(Tag.ResponseMessage)
-_SUCCESS = (int(Tag.ResultStatus), int(ttlv.ENUMERATION), int(ResultStatus.Success))
 
 
 @dataclass(slots=True)
@@ -236,7 +234,7 @@ def build_response(version: tuple[int, int], now: int, items: list[ResponseItem]
             ttlv.date_time(Tag.TimeStamp, now),
             ttlv.integer(T_BATCH_COUNT, len(items)),
         )
-    return (T_RESPONSE_MESSAGE, ttlv.STRUCTURE, [header, *[_batch_item(i) for i in items]])
+    return ttlv.struct_of(Tag.ResponseMessage, [header, *(_batch_item(i) for i in items)])
 
 
 # Response headers of the current second, shared by the responses that use them (trees
@@ -245,15 +243,6 @@ _HEADERS: dict[tuple[tuple[int, int], int, int], Item] = {}
 
 
 def _batch_item(item: ResponseItem) -> Item:
-    if item.status == ResultStatus.Success and item.reason is None and item.message is None:
-        fields: list[Item] = [_SUCCESS] if item.payload is None else [_SUCCESS, item.payload]
-        if item.batch_id is not None:
-            fields.insert(0, (T_BATCH_ID, ttlv.BYTE_STRING, item.batch_id))
-        if item.operation is not None:
-            fields.insert(0, (T_OPERATION, ttlv.ENUMERATION, item.operation))
-        if item.extension is not None:
-            fields.append(item.extension)
-        return (T_BATCH_ITEM, ttlv.STRUCTURE, fields)
     return ttlv.struct(
         T_BATCH_ITEM,
         None if item.operation is None else ttlv.enum(T_OPERATION, item.operation),

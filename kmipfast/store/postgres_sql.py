@@ -190,7 +190,7 @@ def create_object(rec: ObjectRecord) -> WriteFn:
     async def fn(conn: asyncpg.Connection) -> tuple[None, None]:
         try:
             await conn.execute(
-                f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({params(9)})",
+                f"INSERT INTO objects ({OBJECT_COLUMNS}) VALUES ({params(len(OBJECT_FIELDS))})",
                 *row_of(rec, OBJECT_FIELDS),
             )
         except asyncpg.IntegrityConstraintViolationError as exc:

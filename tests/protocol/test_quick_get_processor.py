@@ -90,12 +90,26 @@ def test_quick_answers_are_audited_and_counted(serve: Callable[..., None]) -> No
         audit = k.rt.services.audit
         lines: list[tuple[Any, ...]] = []
         audit.answered = lambda *args: lines.append(args)  # type: ignore[method-assign]
+        vault = k.rt.services.vault
         counted = metrics.requests.get((Operation.Get, None), 0)
+        hits = vault.hits
         assert p.answer_now(DEFAULT, get(key)) is not None
         [(session, operation, audited_uid, result)] = lines
         assert (session, operation, audited_uid) == (DEFAULT, Operation.Get, key)
         assert result.status == ResultStatus.Success
         assert metrics.requests[(Operation.Get, None)] == counted + 1
+        assert vault.hits == hits + 1
+        # A cached object the quick path declines (Fresh) is counted by the ordinary
+        # path alone: the same hits as a server without the quick path.
+        counts = []
+        for answer_first, processor in [(False, k.processor), (True, p)]:
+            fresh = await k.create()
+            hits, misses = vault.hits, vault.misses
+            if answer_first:
+                assert p.answer_now(DEFAULT, get(fresh)) is None
+            await processor.handle_tree(DEFAULT, get(fresh))
+            counts.append((vault.hits - hits, vault.misses - misses))
+        assert counts[0] == counts[1] and counts[0][0] > 0
 
     serve(body)
 

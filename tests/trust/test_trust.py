@@ -433,7 +433,10 @@ def test_expiring_clients_are_warned_at_start_and_renew_reissues(
     monkeypatch.setenv("KMIPFAST_CLIENTS_EXPIRY_WARNING_DAYS", "800")  # > the 2-year server cert
     server.restart()
     end = time.monotonic() + DEADLINE
-    while "client short-lived (tenant default): certificate expires" not in server.stderr():
+    # The server certificate's warning is logged just after the clients' ones: wait for
+    # both (reading between the two lines failed once on a loaded machine).
+    wanted = ("client short-lived (tenant default): certificate expires", "install a new one")
+    while not all(w in server.stderr() for w in wanted):
         assert time.monotonic() < end, f"no expiry warning:\n{server.stderr()}"
         time.sleep(POLL_INTERVAL)
     assert "server certificate" in server.stderr() and "install a new one" in server.stderr()
